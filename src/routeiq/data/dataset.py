@@ -1,0 +1,121 @@
+"""The routing dataset: prompts x candidate models, with quality and cost per pair."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Malformed routing data. The message names the source, line and field where known."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        where = ", ".join(
+            part for part in (
+                source and f"file {source}",
+                line is not None and f"line {line}",
+                field and f"field {field!r}",
+            ) if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source, self.line, self.field = source, line, field
+
+
+@dataclass(frozen=True)
+class RoutingDataset:
+    """Prompts x models. ``quality[i, j]`` in [0, 1] and ``cost[i, j]`` in USD per query.
+
+    NaN marks an unobserved pair: logged gateway traffic has one observed model per prompt,
+    and a record without feedback yet has no quality at all.
+    """
+
+    prompts: list[str]
+    models: list[str]
+    quality: np.ndarray
+    cost: np.ndarray
+    ids: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n, m = len(self.prompts), len(self.models)
+        if not self.ids:
+            object.__setattr__(self, "ids", [str(i) for i in range(n)])
+        for name in ("quality", "cost"):
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.shape != (n, m):
+                raise DataError(f"{name} has shape {arr.shape}, expected ({n}, {m})")
+            object.__setattr__(self, name, arr)
+        for name in ("ids", "tasks", "splits"):
+            values = getattr(self, name)
+            if values and len(values) != n:
+                raise DataError(f"{name} has {len(values)} entries for {n} prompts")
+        if len(set(self.models)) != m:
+            raise DataError(f"duplicate model names in {self.models}")
+        q = self.quality[~np.isnan(self.quality)]
+        if q.size and (q.min() < 0 or q.max() > 1):
+            raise DataError("quality must lie in [0, 1]")
+        c = self.cost[~np.isnan(self.cost)]
+        if c.size and c.min() < 0:
+            raise DataError("cost must be >= 0")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> RoutingDataset:
+        idx = np.asarray(index, dtype=np.int64)
+        pick = lambda values: [values[i] for i in idx] if values else []  # noqa: E731
+        return RoutingDataset(
+            prompts=pick(self.prompts), models=list(self.models),
+            quality=self.quality[idx], cost=self.cost[idx],
+            ids=pick(self.ids), tasks=pick(self.tasks), splits=pick(self.splits),
+        )
+
+    def split(self, name: str) -> RoutingDataset:
+        """Rows whose split column equals ``name``."""
+        if not self.splits:
+            raise DataError("dataset has no split column")
+        rows = [i for i, s in enumerate(self.splits) if s == name]
+        if not rows:
+            raise DataError(f"no rows in split {name!r}; splits are {sorted(set(self.splits))}")
+        return self.subset(rows)
+
+    def select_models(self, models: Sequence[str]) -> RoutingDataset:
+        unknown = [m for m in models if m not in self.models]
+        if unknown:
+            raise DataError(f"unknown models {unknown}; known: {self.models}")
+        cols = [self.models.index(m) for m in models]
+        return RoutingDataset(
+            prompts=list(self.prompts), models=list(models),
+            quality=self.quality[:, cols], cost=self.cost[:, cols],
+            ids=list(self.ids), tasks=list(self.tasks), splits=list(self.splits),
+        )
+
+    def labelled(self) -> RoutingDataset:
+        """Rows with at least one observed quality."""
+        return self.subset(np.flatnonzero(~np.isnan(self.quality).all(axis=1)))
+
+    def without_prompts_in(self, other: RoutingDataset) -> RoutingDataset:
+        """Drop rows whose prompt text also occurs in ``other`` (train/test leakage)."""
+        seen = set(other.prompts)
+        return self.subset([i for i, p in enumerate(self.prompts) if p not in seen])
+
+    def deduplicated(self) -> RoutingDataset:
+        """Keep the first row of each distinct prompt text."""
+        first: dict[str, int] = {}
+        for i, p in enumerate(self.prompts):
+            first.setdefault(p, i)
+        return self.subset(sorted(first.values()))
+
+    def digest(self) -> str:
+        """SHA-256 over prompts, models, quality and cost: identifies the training data."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.models, self.prompts], ensure_ascii=False).encode())
+        h.update(np.ascontiguousarray(self.quality).tobytes())
+        h.update(np.ascontiguousarray(self.cost).tobytes())
+        return h.hexdigest()

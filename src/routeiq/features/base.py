@@ -1,0 +1,27 @@
+"""Featurizer interface: texts in, a float32 matrix out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Self
+
+import numpy as np
+
+from routeiq.estimator import Estimator
+
+
+class Featurizer(Estimator):
+    """Turns prompt texts into fixed-width feature rows.
+
+    ``fit`` may learn corpus statistics (IDF weights); ``transform`` is pure and thread-safe,
+    so the gateway can call it from a worker thread.
+    """
+
+    def fit(self, texts: Sequence[str]) -> Self:
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+        return self.fit(texts).transform(texts)

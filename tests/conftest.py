@@ -1,0 +1,31 @@
+"""Shared fixtures. Tests that need ../shared/datasets skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("ROUTEIQ_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def routerbench_csv() -> Path:
+    path = datasets_dir() / "routerbench" / "routerbench_0shot_arc_mbpp_winogrande.csv"
+    if not path.exists():
+        pytest.skip(f"RouterBench data not found at {path} (set ROUTEIQ_DATASETS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def llmrouter_files() -> tuple[Path, Path]:
+    base = datasets_dir() / "llmrouter"
+    csv, prices = base / "llmrouter_dc_scores.csv", base / "llm_candidates.json"
+    if not csv.exists() or not prices.exists():
+        pytest.skip(f"LLMRouter data not found under {base} (set ROUTEIQ_DATASETS)")
+    return csv, prices
