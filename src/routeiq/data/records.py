@@ -1,0 +1,219 @@
+"""RouteIQ's JSONL record format: one line per routed request or benchmark prompt.
+
+Each line is a JSON object (a :class:`RouteRecord`)::
+
+    {"id": "req-42", "prompt": [{"role": "user", "content": "What is 17 * 23?"}],
+     "task": "math", "split": "train",
+     "outcomes": {"gpt-4o-mini": {"quality": 1.0, "cost": 0.00012, "latency_ms": 410.0,
+                                  "status": "ok"}},
+     "decision": {"candidates": [{"model": "gpt-4o-mini", "deployment": "mini-eu",
+                                  "predicted_quality": 0.81, "cost": 0.00012, "probability": 0.9},
+                                 {"model": "gpt-4o", "predicted_quality": 0.9, "cost": 0.002,
+                                  "probability": 0.1}],
+                  "chosen": "gpt-4o-mini", "propensity": 0.9, "lambda": 50.0, "router": "knn"}}
+
+(shown wrapped; in a file it is one line). Only ``id`` is required. ``prompt`` is a string or
+OpenAI chat messages; the routing text is its last user turn. ``outcomes`` maps a model name to
+what was observed: ``quality`` in [0, 1], ``cost`` in USD, ``latency_ms``, ``status``; null or
+absent means not observed. ``decision`` is what the router did: the candidates it scored, the
+model it chose (a key of ``outcomes``), and the probability of that choice (``propensity``, for
+off-policy evaluation).
+
+Lines with the same ``id`` merge in file order: later lines set top-level fields and add or
+override outcome fields, so feedback can arrive later as
+``{"id": "req-42", "outcomes": {"gpt-4o-mini": {"quality": 0.0}}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from routeiq.data._io import open_text
+from routeiq.data.dataset import DataError, RoutingDataset
+from routeiq.data.prompts import Prompt, prompt_text
+
+log = logging.getLogger(__name__)
+
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as "qualty" must not silently drop feedback.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Outcome(_Strict):
+    quality: Unit | None = None
+    cost: NonNeg | None = None
+    latency_ms: NonNeg | None = None
+    status: str | None = None
+
+
+class RecordCandidate(_Strict):
+    model: str
+    deployment: str | None = None
+    predicted_quality: float | None = None
+    cost: NonNeg | None = None
+    probability: Unit | None = None
+
+
+class RecordDecision(_Strict):
+    candidates: list[RecordCandidate] = Field(default_factory=list)
+    chosen: str
+    propensity: Annotated[float, Field(gt=0, le=1)]
+    lam: NonNeg | None = Field(default=None, alias="lambda")
+    router: str | None = None
+
+
+class RouteRecord(_Strict):
+    id: Annotated[str, Field(min_length=1)]
+    prompt: Prompt | None = None
+    task: str | None = None
+    split: str | None = None
+    outcomes: dict[str, Outcome] = Field(default_factory=dict)
+    decision: RecordDecision | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _routable(cls, value: Prompt | None) -> Prompt | None:
+        if value is not None:
+            prompt_text(value)  # PromptError is a ValueError: pydantic reports it on "prompt"
+        return value
+
+    def merged(self, later: RouteRecord) -> RouteRecord:
+        """This record updated by a later line with the same id."""
+        update = {k: getattr(later, k) for k in later.model_fields_set - {"id", "outcomes"}}
+        outcomes = dict(self.outcomes)
+        for model, new in later.outcomes.items():
+            old = outcomes.get(model)
+            outcomes[model] = (
+                old.model_copy(update={k: getattr(new, k) for k in new.model_fields_set})
+                if old
+                else new
+            )
+        return self.model_copy(update={**update, "outcomes": outcomes})
+
+
+def merge_records(records: Iterable[RouteRecord]) -> list[RouteRecord]:
+    """One record per id, in order of first appearance, later records merged in."""
+    by_id: dict[str, RouteRecord] = {}
+    for rec in records:
+        old = by_id.get(rec.id)
+        by_id[rec.id] = old.merged(rec) if old else rec
+    return list(by_id.values())
+
+
+def read_records(path: str | Path) -> list[RouteRecord]:
+    """Parse a JSONL record file and merge lines by id. Blank lines are ignored."""
+    source = str(path)
+    parsed = []
+    with open_text(path) as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):  # noqa: B007 (lineno is used after the loop)
+                if line.strip():
+                    parsed.append(RouteRecord.model_validate_json(line))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or None
+            msg = f"invalid JSON: {err['msg']}" if err["type"] == "json_invalid" else err["msg"]
+            raise DataError(msg, source=source, line=lineno, field=where) from None
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 after line {lineno}: {exc.reason}", source=source) from None
+    return merge_records(parsed)
+
+
+def records_to_dataset(records: Iterable[RouteRecord]) -> RoutingDataset:
+    """Build a dataset; models are the union of outcome models (NaN where not observed).
+
+    Records without a prompt (feedback whose request line is missing) are skipped with a
+    warning. Records without any quality stay: ``RoutingDataset.labelled()`` drops them.
+    """
+    merged = merge_records(records)
+    rows = [r for r in merged if r.prompt is not None]
+    if len(rows) < len(merged):
+        log.warning("skipped %d records without a prompt", len(merged) - len(rows))
+    models = list(dict.fromkeys(m for r in rows for m in r.outcomes))
+    col = {m: j for j, m in enumerate(models)}
+    quality = np.full((len(rows), len(models)), np.nan)
+    cost = np.full_like(quality, np.nan)
+    for i, r in enumerate(rows):
+        for m, o in r.outcomes.items():
+            if o.quality is not None:
+                quality[i, col[m]] = o.quality
+            if o.cost is not None:
+                cost[i, col[m]] = o.cost
+    tasks = [r.task or "" for r in rows] if any(r.task for r in rows) else []
+    splits = [r.split or "" for r in rows] if any(r.split for r in rows) else []
+    return RoutingDataset(
+        prompts=[prompt_text(r.prompt) for r in rows if r.prompt is not None],
+        models=models,
+        quality=quality,
+        cost=cost,
+        ids=[r.id for r in rows],
+        tasks=tasks,
+        splits=splits,
+    )
+
+
+def load_records(path: str | Path) -> RoutingDataset:
+    """Read a JSONL record file as a dataset (see :func:`read_records` for the raw records)."""
+    return records_to_dataset(read_records(path))
+
+
+def dataset_to_records(ds: RoutingDataset) -> list[RouteRecord]:
+    """Export a dataset (e.g. a benchmark) in the record format; NaN pairs are left out."""
+    out = []
+    for i in range(len(ds)):
+        outcomes = {}
+        for j, model in enumerate(ds.models):
+            q, c = float(ds.quality[i, j]), float(ds.cost[i, j])
+            if not (math.isnan(q) and math.isnan(c)):
+                outcomes[model] = Outcome(
+                    quality=None if math.isnan(q) else q, cost=None if math.isnan(c) else c
+                )
+        out.append(
+            RouteRecord(
+                id=ds.ids[i],
+                prompt=ds.prompts[i],
+                task=(ds.tasks[i] or None) if ds.tasks else None,
+                split=(ds.splits[i] or None) if ds.splits else None,
+                outcomes=outcomes,
+            )
+        )
+    return out
+
+
+def write_records(path: str | Path, records: Iterable[RouteRecord | Mapping[str, Any]]) -> int:
+    """Append records as JSON lines; returns the number written.
+
+    The file is opened with O_APPEND and each line goes out in one ``os.write``, so lines
+    from concurrent writers do not interleave in practice (POSIX does not strictly promise
+    this for regular files). Mappings are validated as :class:`RouteRecord` first.
+    """
+    lines = []
+    for rec in records:
+        if not isinstance(rec, RouteRecord):
+            try:
+                rec = RouteRecord.model_validate(rec)
+            except ValidationError as exc:
+                raise DataError(str(exc), source=str(path)) from None
+        lines.append((rec.model_dump_json(by_alias=True, exclude_none=True) + "\n").encode())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for data in lines:
+            view = memoryview(data)
+            while view:  # a short write is rare (signal, full disk): finish the line
+                view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    return len(lines)
