@@ -1,0 +1,120 @@
+"""Stacked ensemble of other quality models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Self
+
+import numpy as np
+from scipy.optimize import nnls
+
+from routeiq.strategies._util import Model, check_XY
+from routeiq.strategies.base import QualityModel
+from routeiq.strategies.selection import oof_predict
+
+_MEMBER_KEY = re.compile(r"member\d+__")
+
+DEFAULT_MEMBERS: tuple[dict[str, Any], ...] = (
+    {"name": "knn"},
+    {"name": "logistic"},
+    {"name": "cluster"},
+)
+
+
+class EnsembleQuality(Model):
+    """Weighted average of member quality models, weights fitted on out-of-fold predictions.
+
+    ``members`` is a list of ``{"name": registry name, "params": {...}}``. Each member is first
+    fitted on all rows (running its own hyper-parameter selection); its out-of-fold predictions
+    are then computed with those chosen hyper-parameters fixed, and non-negative weights (shared
+    by all models, so few parameters) minimise the masked squared error of the weighted sum
+    (NNLS, normalised to sum to 1; stacking in the sense of Breiman 1996). ``method="mean"``
+    skips the OOF step and averages uniformly.
+
+    State: ``weights_`` plus each member's learned attributes stored on this object under the
+    prefix ``member{i}__`` (plain arrays and JSON scalars, like any estimator), rebuilt into
+    member objects by :meth:`_after_load`.
+    """
+
+    name = "ensemble"
+
+    def __init__(
+        self,
+        members: Sequence[dict[str, Any]] = DEFAULT_MEMBERS,
+        method: str = "stack",
+        cv: int = 3,
+        seed: int = 0,
+    ) -> None:
+        self.members = members
+        self.method = method
+        self.cv = cv
+        self.seed = seed
+
+    def _specs(self) -> list[tuple[str, dict[str, Any]]]:
+        specs = []
+        for spec in self.members:
+            if not isinstance(spec, dict) or "name" not in spec:
+                raise ValueError(
+                    f"ensemble member must be {{'name': ..., 'params': ...}}, got {spec!r}"
+                )
+            specs.append((str(spec["name"]), dict(spec.get("params") or {})))
+        if not specs:
+            raise ValueError("ensemble needs at least one member")
+        return specs
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, cost: np.ndarray | None = None) -> Self:
+        from routeiq.strategies import make_quality_model  # registry imports this module
+
+        if self.method not in ("stack", "mean"):
+            raise ValueError(f"method must be 'stack' or 'mean', got {self.method!r}")
+        X, Y, mask = check_XY(X, Y)
+        members = [
+            make_quality_model(name, **params).fit(X, Y, cost) for name, params in self._specs()
+        ]
+        if self.method == "mean" or len(members) == 1:
+            weights = np.full(len(members), 1.0 / len(members))
+        else:
+            columns = []
+            for (name, _), member in zip(self._specs(), members, strict=True):
+                fixed = member.fixed_params() if isinstance(member, Model) else {}
+                P = oof_predict(
+                    partial(make_quality_model, name, **fixed),
+                    X,
+                    Y,
+                    cost,
+                    n_splits=self.cv,
+                    seed=self.seed + 1,
+                )
+                columns.append(P[mask])
+            weights, _ = nnls(np.stack(columns, axis=1), Y[mask])
+            total = weights.sum()
+            weights = weights / total if total > 0 else np.full(len(members), 1 / len(members))
+        for key in [k for k in vars(self) if _MEMBER_KEY.match(k)]:  # from an earlier fit
+            delattr(self, key)
+        for i, member in enumerate(members):
+            scalars, arrays = member.get_state()
+            for key, value in {**scalars, **arrays}.items():
+                setattr(self, f"member{i}__{key}", value)
+        self.weights_ = weights
+        self._set_shape(X, Y)
+        self._members: list[QualityModel] = members
+        return self
+
+    def _after_load(self) -> None:
+        from routeiq.strategies import quality_model_class
+
+        self._members = []
+        for i, (name, params) in enumerate(self._specs()):
+            prefix = f"member{i}__"
+            state = {k[len(prefix) :]: v for k, v in vars(self).items() if k.startswith(prefix)}
+            self._members.append(quality_model_class(name).from_state(params, state, {}))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = self._check_predict(X)
+        out = np.zeros((len(X), self.n_models_))
+        for w, member in zip(self.weights_, self._members, strict=True):
+            if w > 0:
+                out += w * member.predict(X)
+        return self._out(out)
