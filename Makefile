@@ -16,6 +16,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/routeiq eval
+	$(VENV)/bin/routeiq train --out results/router --target 'quality>=1.0'
+	$(VENV)/bin/routeiq route "Write a python function to check whether a number is prime." --router results/router
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

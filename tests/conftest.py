@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# One BLAS thread: on a shared 2-core machine multi-threaded BLAS makes small matmuls slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,8 +44,9 @@ class Estimator:
         return scalars, arrays
 
     @classmethod
-    def from_state(cls, params: dict[str, Any], scalars: dict[str, Any],
-                   arrays: dict[str, np.ndarray]) -> Self:
+    def from_state(
+        cls, params: dict[str, Any], scalars: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> Self:
         obj = cls(**params)
         for key, value in {**scalars, **arrays}.items():
             if not key.endswith("_"):

@@ -13,14 +13,22 @@ import numpy as np
 class DataError(ValueError):
     """Malformed routing data. The message names the source, line and field where known."""
 
-    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
         where = ", ".join(
-            part for part in (
+            part
+            for part in (
                 source and f"file {source}",
                 line is not None and f"line {line}",
                 field and f"field {field!r}",
-            ) if part
+            )
+            if part
         )
         super().__init__(f"{where}: {message}" if where else message)
         self.source, self.line, self.field = source, line, field
@@ -71,9 +79,13 @@ class RoutingDataset:
         idx = np.asarray(index, dtype=np.int64)
         pick = lambda values: [values[i] for i in idx] if values else []  # noqa: E731
         return RoutingDataset(
-            prompts=pick(self.prompts), models=list(self.models),
-            quality=self.quality[idx], cost=self.cost[idx],
-            ids=pick(self.ids), tasks=pick(self.tasks), splits=pick(self.splits),
+            prompts=pick(self.prompts),
+            models=list(self.models),
+            quality=self.quality[idx],
+            cost=self.cost[idx],
+            ids=pick(self.ids),
+            tasks=pick(self.tasks),
+            splits=pick(self.splits),
         )
 
     def split(self, name: str) -> RoutingDataset:
@@ -91,9 +103,13 @@ class RoutingDataset:
             raise DataError(f"unknown models {unknown}; known: {self.models}")
         cols = [self.models.index(m) for m in models]
         return RoutingDataset(
-            prompts=list(self.prompts), models=list(models),
-            quality=self.quality[:, cols], cost=self.cost[:, cols],
-            ids=list(self.ids), tasks=list(self.tasks), splits=list(self.splits),
+            prompts=list(self.prompts),
+            models=list(models),
+            quality=self.quality[:, cols],
+            cost=self.cost[:, cols],
+            ids=list(self.ids),
+            tasks=list(self.tasks),
+            splits=list(self.splits),
         )
 
     def labelled(self) -> RoutingDataset:

@@ -1,0 +1,245 @@
+"""``routeiq`` command line: train, eval, route."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Learned, cost-aware routing for LiteLLM.",
+)
+# Wide enough for the evaluation table when output is piped (rich assumes 80 columns then).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+ROUTERBENCH = "routerbench/routerbench_0shot_arc_mbpp_winogrande.csv"
+
+
+def default_dataset() -> Path:
+    """The shared RouterBench subset: ``$ROUTEIQ_DATASETS`` or ``../shared/datasets``."""
+    return Path(os.environ.get("ROUTEIQ_DATASETS", "../shared/datasets")) / ROUTERBENCH
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures (bad files, bad prompts, bad artifacts) into one clear line."""
+    from routeiq.artifacts import ArtifactError
+    from routeiq.data.dataset import DataError
+    from routeiq.data.prompts import PromptError
+
+    try:
+        yield
+    except (
+        DataError,
+        PromptError,
+        ArtifactError,
+        ValueError,
+        FileNotFoundError,
+        RuntimeError,
+    ) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Dataset: RouterBench CSV, LLMRouter CSV or RouteIQ JSONL records. "
+        "Default: the shared RouterBench subset.",
+    ),
+]
+PricesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices", help="Price JSON for LLMRouter data (default: llm_candidates.json beside it)."
+    ),
+]
+FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]
+
+
+def _load(data: Path | None, prices: Path | None) -> Any:
+    from routeiq.data.loaders import load_dataset
+
+    return load_dataset(data or default_dataset(), prices=prices)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
+    data: DataOpt = None,
+    prices: PricesOpt = None,
+    router: Annotated[str, typer.Option("--router", help="Quality model name.")] = "logistic",
+    featurizer: FeatOpt = "lexical",
+    lam: Annotated[float | None, typer.Option("--lambda", help="Fixed quality/cost knob.")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", help="Calibrated target: quality>=0.95 | budget<=0.5 | expensive<=0.2"
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split", help="Train on this split only (default: 'train' when the data has splits)."
+        ),
+    ] = None,
+) -> None:
+    """Train a router and write it as a verified artifact directory."""
+    from routeiq.evaluation.runner import build_router
+
+    with user_errors():
+        if lam is not None and target is not None:
+            raise ValueError("give --lambda or --target, not both")
+        dataset = _load(data, prices)
+        if split or dataset.splits:
+            dataset = dataset.split(split or "train")
+        learned = build_router(featurizer, router, lam=lam or 0.0, target=target)
+        with console.status(f"training {router} on {len(dataset)} prompts"):
+            learned.fit(dataset)
+            digest = learned.save(out)
+    console.print(
+        f"wrote [bold]{out}[/] ({router} on {featurizer}, {len(dataset)} prompts, "
+        f"lambda={learned.lam:.4g}, digest {digest[:12]})"
+    )
+
+
+@app.command("eval")
+def evaluate(
+    data: DataOpt = None,
+    prices: PricesOpt = None,
+    featurizer: FeatOpt = "lexical",
+    routers: Annotated[
+        str, typer.Option("--routers", help="Comma-separated quality models, or 'all'.")
+    ] = "all",
+    target: Annotated[
+        str, typer.Option("--target", help="Calibrated target also reported per router.")
+    ] = "quality>=1.0",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder for report.json and frontier.png.")
+    ] = None,
+) -> None:
+    """Train every router on the train split, evaluate on the (deduplicated) test split."""
+    from routeiq.evaluation.runner import ALL_ROUTERS, run_evaluation
+
+    with user_errors():
+        dataset = _load(data, prices)
+        names = ALL_ROUTERS if routers == "all" else [r.strip() for r in routers.split(",")]
+        out = out or Path("results") / Path(str(data or default_dataset())).stem
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("training routers", total=len(names))
+
+            def step(name: str) -> None:
+                progress.update(task, description=f"training {name}", completed=names.index(name))
+
+            report = run_evaluation(
+                dataset,
+                featurizer=featurizer,
+                routers=names,
+                target=target,
+                out_dir=out,
+                on_step=step,
+            )
+    _print_report(report)
+    console.print(f"wrote [bold]{out / 'report.json'}[/] and [bold]{out / 'frontier.png'}[/]")
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(title=report["title"])
+    for col in (
+        "router",
+        "AIQ",
+        "log-AIQ",
+        "best quality",
+        "its $/query",
+        "$ to match best",
+        "target quality",
+        "target $ frac",
+        "fit s",
+    ):
+        table.add_column(col, justify="right" if col != "router" else "left")
+    fmt: Callable[[Any, str], str] = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for row in report["rows"]:
+        table.add_row(
+            row["router"],
+            fmt(row.get("aiq"), ".4f"),
+            fmt(row.get("log_aiq"), ".4f"),
+            fmt(row.get("best_quality"), ".4f"),
+            fmt(row.get("best_quality_cost"), ".6f"),
+            fmt(row.get("cost_to_match_best_fraction"), ".3f"),
+            fmt(row.get("target_quality"), ".4f"),
+            fmt(row.get("target_cost_fraction"), ".3f"),
+            fmt(row.get("fit_seconds"), ".1f"),
+        )
+    console.print(table)
+    console.print(report["note"])
+
+
+@app.command()
+def route(
+    prompt: Annotated[str, typer.Argument(help="Prompt text, or a JSON list of chat messages.")],
+    router: Annotated[Path, typer.Option("--router", help="Artifact directory.")],
+    lam: Annotated[float | None, typer.Option("--lambda")] = None,
+    target: Annotated[str | None, typer.Option("--target")] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            "--candidates", help="Comma-separated models to choose among (default: all known)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Route one prompt and explain the decision."""
+    from routeiq.router import Candidate, LearnedRouter
+
+    with user_errors():
+        if lam is not None and target is not None:
+            raise ValueError("give --lambda or --target, not both")
+        message: Any = prompt
+        if prompt.lstrip().startswith("["):
+            try:
+                message = json.loads(prompt)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"prompt looks like JSON messages but does not parse: {exc}"
+                ) from None
+        learned = LearnedRouter.load(router)
+        cands = None
+        if candidates:
+            cands = [Candidate(name=c.strip(), model=c.strip()) for c in candidates.split(",")]
+        decision = learned.route(message, cands, lam=lam, target=target)
+    if as_json:
+        console.print_json(json.dumps(decision.to_dict()))
+        return
+    table = Table(title=f"{decision.rule} (lambda={decision.lam:.4g})")
+    for col in ("candidate", "model", "pred. quality", "cost $", "utility"):
+        table.add_column(col)
+    for row in decision.candidates:
+        mark = "→ " if row.name == decision.chosen else "  "
+        model = row.model + (f" (as {row.mapped_from})" if row.mapped_from else "")
+        table.add_row(
+            mark + row.name,
+            model,
+            f"{row.predicted_quality:.3f}",
+            f"{row.cost:.6f}",
+            f"{row.utility:.4f}",
+        )
+    console.print(table)
+    console.print(f"chosen: [bold]{decision.chosen}[/]")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,161 @@
+"""Train routers on a train split, evaluate them on the test split, write JSON and a PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routeiq.data.dataset import DataError, RoutingDataset
+from routeiq.decision.policy import choose_indices
+from routeiq.evaluation.frontier import plot_report
+from routeiq.evaluation.metrics import best_single, cheapest_single, evaluate
+from routeiq.features import make_featurizer
+from routeiq.features.base import Featurizer
+from routeiq.features.cache import CachedFeaturizer
+from routeiq.router import LearnedRouter
+from routeiq.strategies import make_quality_model
+
+ALL_ROUTERS = (
+    "random",
+    "constant",
+    "knn",
+    "logistic",
+    "svm",
+    "mlp",
+    "mf",
+    "elo",
+    "sw_ranking",
+    "routerdc",
+    "cluster",
+    "ensemble",
+)
+
+
+def build_router(
+    featurizer: str | Featurizer, router: str, *, lam: float = 0.0, target: str | None = None
+) -> LearnedRouter:
+    """A LearnedRouter from registry names with default (cross-validated) parameters."""
+    feat = make_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
+    return LearnedRouter(feat, make_quality_model(router), lam=lam, target=target)
+
+
+def train_test(dataset: RoutingDataset) -> tuple[RoutingDataset, RoutingDataset]:
+    """The train split and the fully labelled test rows whose prompt is not in train."""
+    train = dataset.split("train").labelled()
+    test = dataset.split("test").without_prompts_in(train)
+    complete = ~(np.isnan(test.quality).any(axis=1) | np.isnan(test.cost).any(axis=1))
+    test = test.subset(np.flatnonzero(complete))
+    if len(test) == 0:
+        raise DataError("no fully labelled test rows left after removing prompts seen in train")
+    return train, test
+
+
+def run_evaluation(
+    dataset: RoutingDataset,
+    *,
+    featurizer: str = "lexical",
+    routers: Sequence[str] = ALL_ROUTERS,
+    target: str | None = "quality>=1.0",
+    out_dir: Path | None = None,
+    pair: tuple[str, str] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fit each router on train, sweep lambda on test; return rows for a table plus the report."""
+    train, test = train_test(dataset)
+    models = list(dataset.models)
+    if pair is None and len(models) > 2:
+        # RouteLLM-style two-model view: the best single model on train vs the cheapest.
+        mean_q, mean_c = np.nanmean(train.quality, axis=0), np.nanmean(train.cost, axis=0)
+        pair = (models[int(np.argmax(mean_q))], models[int(np.argmin(mean_c))])
+    feat = CachedFeaturizer(make_featurizer(featurizer)).fit(train.prompts)
+    feat.transform(train.prompts + test.prompts)  # warm the cache once for every router
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    extra: dict[str, dict[str, Any]] = {}
+    Q, C = test.quality, test.cost
+    best = best_single(Q, C)
+    for name in routers:
+        if on_step:
+            on_step(name)
+        started = time.perf_counter()
+        learned = LearnedRouter(feat, make_quality_model(name)).fit(train, fit_featurizer=False)
+        fit_seconds = time.perf_counter() - started
+        P, C_hat = learned.predict_quality(test.prompts), learned.predict_cost(test.prompts)
+        predictions[name] = (P, C_hat)
+        row: dict[str, Any] = {"fit_seconds": fit_seconds}
+        if target:
+            cal = learned.calibrate(target)
+            chosen = choose_indices(P, C_hat, cal.lam)
+            at = np.arange(len(test))
+            row.update(
+                target=str(cal.target),
+                target_lambda=cal.lam,
+                target_met_on_train=cal.met,
+                target_quality=float(Q[at, chosen].mean()),
+                target_cost=float(C[at, chosen].mean()),
+                target_cost_fraction=float(C[at, chosen].mean() / C[:, best].mean()),
+            )
+        extra[name] = row
+    report = evaluate(Q, C, predictions, models=models, pair=pair)
+    data = report.to_dict(include_curves=True)
+    rows = []
+    for name in routers:
+        r = data["routers"][name]
+        rows.append(
+            {
+                "router": name,
+                "aiq": r["aiq"],
+                "log_aiq": r["log_aiq"],
+                "best_quality": r["best_quality"],
+                "best_quality_cost": r["best_quality_cost"],
+                "cost_to_match_best_fraction": r["cost_to_match_best"],
+                "apgr": r["apgr"],
+                "cpt50": r["cpt50"],
+                "cpt80": r["cpt80"],
+                **extra[name],
+            }
+        )
+    for base, label in (
+        ("random_mixture", "random mixture (single-model hull)"),
+        ("oracle", "oracle (evaluation only)"),
+    ):
+        b = data["baselines"][base]
+        rows.append(
+            {
+                "router": label,
+                "aiq": b.get("aiq"),
+                "log_aiq": b.get("log_aiq"),
+                "best_quality": b.get("best_quality"),
+                "best_quality_cost": b.get("best_quality_cost"),
+                "cost_to_match_best_fraction": b.get("cost_to_match_best"),
+            }
+        )
+    best_name, cheap_name = models[best], models[cheapest_single(Q, C)]
+    title = f"{len(train)} train / {len(test)} test prompts, featurizer {featurizer}"
+    summary: dict[str, Any] = {
+        "title": title,
+        "note": (
+            f"best single model {best_name}: quality {Q[:, best].mean():.4f} at "
+            f"${C[:, best].mean():.6f}/query; cheapest {cheap_name}: quality "
+            f"{Q[:, cheapest_single(Q, C)].mean():.4f}. Target {target} is calibrated on "
+            "out-of-fold predictions over train and measured on test."
+        ),
+        "featurizer": featurizer,
+        "n_train": len(train),
+        "n_test": len(test),
+        "rows": rows,
+        "report": data,
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f".report.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(summary, indent=1, allow_nan=False))
+        os.replace(tmp, out_dir / "report.json")
+        plot_report(report, out_dir / "frontier.png", title=title)
+    return summary

@@ -1,0 +1,255 @@
+"""The learned router: featurizer + quality model + cost model + decision rule, as one artifact."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from routeiq.artifacts import ArtifactError, read_artifact, write_artifact
+from routeiq.data.dataset import DataError, RoutingDataset
+from routeiq.data.prices import estimate_tokens
+from routeiq.data.prompts import Prompt, prompt_text
+from routeiq.decision.calibrate import Calibration, Target, calibrate_lambda, parse_target
+from routeiq.decision.cost_model import CostModel
+from routeiq.decision.policy import Decision, decide
+from routeiq.decision.unknown import resolve_candidates
+from routeiq.estimator import Estimator
+from routeiq.features import featurizer_class
+from routeiq.features.base import Featurizer
+from routeiq.strategies import quality_model_class
+from routeiq.strategies.base import QualityModel
+
+ARTIFACT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One routable option: ``name`` is what the decision returns (a deployment id),
+    ``model`` what the router knows it as, ``cost`` the caller's USD estimate for this request
+    (None: the router's own cost model predicts it)."""
+
+    name: str
+    model: str
+    cost: float | None = None
+
+
+def _library_version() -> str:
+    try:
+        return version("routeiq-router")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class LearnedRouter:
+    """Routes each prompt to the candidate with the best predicted quality - lambda * cost.
+
+    ``lam`` fixes the trade-off directly; a ``target`` (for example ``"quality>=1.0"``: match the
+    best single model) is calibrated to a lambda on out-of-fold predictions over the training
+    data, which the artifact keeps so other targets can be calibrated later without retraining.
+    """
+
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        quality_model: QualityModel,
+        *,
+        lam: float = 0.0,
+        target: str | Target | None = None,
+        cv_folds: int = 5,
+        aliases: Mapping[str, str] | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.featurizer = featurizer
+        self.quality_model = quality_model
+        self.lam = float(lam)
+        self.target = parse_target(target) if isinstance(target, str) else target
+        self.cv_folds = cv_folds
+        self.aliases = dict(aliases or {})
+        self.random_state = random_state
+        self.cost_model = CostModel()
+        self.digest = ""
+        self._calibrations: dict[str, Calibration] = {}
+        self._lock = threading.Lock()
+
+    # -- training ---------------------------------------------------------------------------
+
+    def fit(self, dataset: RoutingDataset, *, fit_featurizer: bool = True) -> Self:
+        """Train on the labelled rows. ``fit_featurizer=False`` reuses an already fitted
+        featurizer (evaluation fits one featurizer and compares many quality models on it)."""
+        data = dataset.labelled()
+        if len(data) < 2:
+            raise DataError(f"need at least 2 labelled prompts to train, got {len(data)}")
+        texts = data.prompts
+        if fit_featurizer:
+            self.featurizer.fit(texts)
+        X = self.featurizer.transform(texts)
+        tokens = np.array([estimate_tokens(t) for t in texts], dtype=np.float64)
+        self.cost_model.fit(tokens, data.cost)
+        self.quality_model.fit(X, data.quality, data.cost)
+        self.models_ = list(data.models)
+        self.training_digest_ = data.digest()
+        self.calibration_ = self._out_of_fold(X, tokens, data)
+        if self.target is not None:
+            self.lam = self.calibrate(self.target).lam
+        return self
+
+    def _out_of_fold(
+        self, X: np.ndarray, tokens: np.ndarray, data: RoutingDataset
+    ) -> dict[str, np.ndarray]:
+        """Predictions for each training row from a model that did not see it."""
+        n = len(data)
+        folds = min(self.cv_folds, n)
+        order = np.random.default_rng(self.random_state).permutation(n)
+        pred = np.empty_like(data.quality)
+        model_type = type(self.quality_model)
+        params = self.quality_model.get_params()
+        for k in range(folds):
+            held = order[k::folds]
+            train = np.setdiff1d(order, held)
+            fold_model = model_type(**params).fit(X[train], data.quality[train], data.cost[train])
+            pred[held] = fold_model.predict(X[held])
+        cost = np.where(np.isnan(data.cost), self.cost_model.predict(tokens), data.cost)
+        return {"predicted_quality": pred, "cost": cost, "true_quality": data.quality}
+
+    def calibrate(self, target: str | Target) -> Calibration:
+        """Lambda meeting ``target`` on the stored out-of-fold predictions (cached per target)."""
+        self._check_fitted()
+        target = parse_target(target) if isinstance(target, str) else target
+        key = repr(target)
+        with self._lock:
+            if key not in self._calibrations:
+                cal = self.calibration_
+                self._calibrations[key] = calibrate_lambda(
+                    target, cal["predicted_quality"], cal["cost"], cal["true_quality"]
+                )
+            return self._calibrations[key]
+
+    # -- inference --------------------------------------------------------------------------
+
+    def predict_quality(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        return self.quality_model.predict(self.featurizer.transform(list(texts)))
+
+    def predict_cost(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        return self.cost_model.predict(np.array([estimate_tokens(t) for t in texts]))
+
+    def route(
+        self,
+        prompt: Prompt,
+        candidates: Sequence[Candidate] | None = None,
+        *,
+        lam: float | None = None,
+        target: str | Target | None = None,
+    ) -> Decision:
+        """Choose among ``candidates`` (default: every model the router knows)."""
+        self._check_fitted()
+        text = prompt_text(prompt)
+        quality = self.predict_quality([text])[0]
+        cost = self.predict_cost([text])[0]
+        if candidates is None:
+            candidates = [Candidate(name=m, model=m) for m in self.models_]
+        if not candidates:
+            raise ValueError("no candidates to route between")
+        rule = None
+        if target is not None:
+            cal = self.calibrate(target)
+            lam, rule = cal.lam, cal.rule
+        elif lam is None:
+            lam = self.lam
+            if self.target is not None:
+                rule = self.calibrate(self.target).rule
+        resolved = resolve_candidates(
+            [c.model for c in candidates],
+            self.models_,
+            quality,
+            cost,
+            candidate_costs=[c.cost for c in candidates],
+            aliases=self.aliases,
+        )
+        return decide(
+            names=[c.name for c in candidates],
+            models=[c.model for c in candidates],
+            quality=resolved.quality,
+            cost=resolved.cost,
+            lam=lam,
+            rule=rule,
+            mapped_from=resolved.mapped_from,
+            mapping_rules=resolved.mapping_rules,
+        )
+
+    # -- artifacts --------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> str:
+        """Write the router as a verified artifact directory; returns its digest."""
+        self._check_fitted()
+        parts: dict[str, Estimator] = {
+            "featurizer": self.featurizer,
+            "quality_model": self.quality_model,
+            "cost_model": self.cost_model,
+        }
+        metadata: dict[str, Any] = {
+            "format": ARTIFACT_FORMAT,
+            "library_version": _library_version(),
+            "models": self.models_,
+            "lambda": self.lam,
+            "target": None if self.target is None else str(self.target),
+            "aliases": self.aliases,
+            "cv_folds": self.cv_folds,
+            "random_state": self.random_state,
+            "training_data_digest": self.training_digest_,
+        }
+        arrays: dict[str, dict[str, np.ndarray]] = {"calibration": self.calibration_}
+        for key, part in parts.items():
+            scalars, part_arrays = part.get_state()
+            metadata[key] = {"name": part.name, "params": part.get_params(), "state": scalars}
+            arrays[key] = part_arrays
+        self.digest = write_artifact(path, metadata, arrays)
+        return self.digest
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedRouter:
+        """Load an artifact after verifying every file against its manifest."""
+        artifact = read_artifact(path)
+        metadata, arrays = artifact.metadata, artifact.arrays
+        if metadata.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(f"{path}: unsupported artifact format {metadata.get('format')!r}")
+        try:
+            feat_meta, qm_meta = metadata["featurizer"], metadata["quality_model"]
+            featurizer = featurizer_class(feat_meta["name"]).from_state(
+                feat_meta["params"], feat_meta["state"], arrays["featurizer"]
+            )
+            quality_model = quality_model_class(qm_meta["name"]).from_state(
+                qm_meta["params"], qm_meta["state"], arrays["quality_model"]
+            )
+            cm = metadata["cost_model"]
+            cost_model = CostModel.from_state(cm["params"], cm["state"], arrays["cost_model"])
+            router = cls(
+                featurizer,
+                quality_model,
+                lam=metadata["lambda"],
+                target=metadata["target"],
+                cv_folds=metadata["cv_folds"],
+                aliases=metadata["aliases"],
+                random_state=metadata["random_state"],
+            )
+            router.cost_model = cost_model
+            router.models_ = list(metadata["models"])
+            router.training_digest_ = metadata["training_data_digest"]
+            router.calibration_ = dict(arrays["calibration"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{path}: artifact metadata is incomplete or invalid: {exc}"
+            ) from exc
+        router.digest = artifact.digest
+        return router
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "models_"):
+            raise RuntimeError("LearnedRouter is not fitted; call fit() or LearnedRouter.load()")
