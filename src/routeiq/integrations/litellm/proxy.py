@@ -1,0 +1,260 @@
+"""LiteLLM proxy integration: two lines of config.
+
+.. code-block:: yaml
+
+    litellm_settings:
+      callbacks: [routeiq.integrations.litellm.proxy.routeiq_callback]
+    routeiq_settings:
+      router: ./router          # plus any other setting, see routeiq.integrations.litellm.config
+
+When LiteLLM loads its config it imports this module and reads ``routeiq_callback``. That
+attribute is built on access (module ``__getattr__``; the module keeps no state): it reads the
+``routeiq_settings`` section of the proxy config, validates it, loads and verifies every
+router artifact and checks the settings against the config's ``model_list``. Any problem
+raises :class:`RouteIQConfigError` there, inside LiteLLM's config loading, so the worker's
+start-up fails with the message (single worker: the process exits with status 3; with
+``--num_workers N`` uvicorn stops the parent after a worker fails to start, but exits 0:
+check configs before deploying with ``python -m routeiq.integrations.litellm.proxy CONFIG``,
+which exits 1 with the same message).
+
+The returned callback then installs the strategy on ``litellm.proxy.proxy_server.llm_router``
+in every worker: a task waits for the router to exist (it is created after the callbacks
+are imported), and ``async_pre_call_hook`` re-checks on each request, re-installing if the
+router was replaced (config reload) or the strategy removed (``update_settings``).
+
+Metrics go to ``prometheus_client.REGISTRY``, the registry LiteLLM's ``/metrics`` endpoint
+serves (with ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's values are aggregated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from routeiq.integrations.litellm.callbacks import RouteIQCallback
+from routeiq.integrations.litellm.config import (
+    RouteIQConfigError,
+    RouteIQSettings,
+    settings_from_proxy_config,
+)
+from routeiq.integrations.litellm.decision_log import DecisionLog
+from routeiq.integrations.litellm.installer import (
+    attach,
+    is_attached,
+    load_routers,
+    model_list_of,
+    validate,
+)
+from routeiq.integrations.litellm.strategy import RouteIQRoutingStrategy
+from routeiq.router import LearnedRouter
+from routeiq.telemetry.metrics import RouteIQMetrics
+
+log = logging.getLogger(__name__)
+
+CALLBACK_NAME = "routeiq_callback"
+_ROUTER_WAIT_S = 300.0
+_ROUTER_POLL_S = 0.05
+
+
+def find_proxy_config() -> Path:
+    """Path of the config file the running proxy loaded."""
+    candidates: list[Any] = []
+    proxy_server = sys.modules.get("litellm.proxy.proxy_server")
+    if proxy_server is not None:
+        candidates.append(getattr(proxy_server, "user_config_file_path", None))
+    candidates += [os.environ.get("CONFIG_FILE_PATH"), os.environ.get("WORKER_CONFIG")]
+    for value in candidates:
+        if isinstance(value, str) and value and os.path.isfile(value):
+            return Path(value).resolve()
+    raise RouteIQConfigError(
+        "RouteIQ could not find the proxy config file (start the proxy with --config "
+        "config.yaml); its 'routeiq_settings:' section holds RouteIQ's settings"
+    )
+
+
+def read_proxy_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RouteIQConfigError(f"cannot read proxy config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RouteIQConfigError(f"proxy config {path} is not a mapping")
+    return data
+
+
+class RouteIQProxyCallback(RouteIQCallback):
+    """The proxy's RouteIQ callback: installs the strategy in this worker and keeps it there."""
+
+    def __init__(
+        self,
+        settings: RouteIQSettings,
+        routers: dict[Path, LearnedRouter],
+        *,
+        metrics: RouteIQMetrics | None = None,
+        decision_log: DecisionLog | None = None,
+    ) -> None:
+        # One owner token for every strategy this callback installs in this worker.
+        super().__init__(
+            uuid.uuid4().hex[:16],
+            decision_log=decision_log,
+            metrics=metrics,
+            response_headers=settings.response_headers,
+        )
+        self.settings = settings
+        self.routers = routers
+        self.strategy: RouteIQRoutingStrategy | None = None
+        self.install_error: str | None = None
+        self._install_task: asyncio.Task | None = None
+
+    @classmethod
+    def from_proxy_config(cls, path: Path | None = None) -> RouteIQProxyCallback:
+        """Read, validate and load everything; raises RouteIQConfigError with the reason."""
+        path = path if path is not None else find_proxy_config()
+        config = read_proxy_config(path)
+        settings = settings_from_proxy_config(config, path)
+        routers = load_routers(settings)
+        validate(settings, config.get("model_list") or [], routers)
+        from prometheus_client import REGISTRY
+
+        decision_log = None
+        if settings.decision_log is not None:
+            decision_log = DecisionLog(
+                settings.decision_log,
+                pending_ttl_s=settings.pending_ttl_s,
+                max_pending=settings.max_pending,
+            )
+        callback = cls(settings, routers, metrics=_metrics_for(REGISTRY), decision_log=decision_log)
+        if decision_log is not None:
+            # Decisions still waiting for an outcome are written (without one) at exit.
+            atexit.register(decision_log.close)
+        callback.start()
+        return callback
+
+    def start(self) -> None:
+        """Schedule installation once the proxy's router exists (needs a running loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop yet: the first request installs (async_pre_call_hook)
+        self._install_task = loop.create_task(self._install_when_ready())
+
+    async def _install_when_ready(self) -> None:
+        waited = 0.0
+        while waited < _ROUTER_WAIT_S:
+            if self.ensure_installed():
+                return
+            await asyncio.sleep(_ROUTER_POLL_S)
+            waited += _ROUTER_POLL_S
+        log.error("RouteIQ: the LiteLLM proxy router did not appear within %.0f s", waited)
+
+    def ensure_installed(self) -> bool:
+        """Install on the live proxy router if needed; False while there is no router yet."""
+        proxy_server = sys.modules.get("litellm.proxy.proxy_server")
+        router = getattr(proxy_server, "llm_router", None)
+        if router is None:
+            return False
+        current = self.strategy
+        if current is not None and current.router is router and is_attached(router, current):
+            return True
+        try:
+            validate(self.settings, model_list_of(router), self.routers)
+        except RouteIQConfigError as exc:
+            self.install_error = str(exc)
+            log.error("RouteIQ: not installed, requests are refused: %s", exc)
+            return True  # stop waiting; requests get the error
+        if current is not None and current.router is not router:
+            current.close()
+            current = None
+        if current is None:
+            current = RouteIQRoutingStrategy(
+                router,
+                self.settings,
+                routers=self.routers,
+                decision_log=self.decision_log,
+                metrics=self.metrics,
+            )
+            current.token = self.owner
+        attach(router, current)
+        self.strategy, self.install_error = current, None
+        log.info("RouteIQ: installed on the LiteLLM router in worker %d", os.getpid())
+        return True
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict,
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, object] | None = None,
+    ) -> dict[str, str] | None:
+        # Redefined here on purpose: LiteLLM only calls this hook on classes that define it
+        # in their own __dict__ (an inherited one is skipped).
+        return await super().async_post_call_response_headers_hook(
+            data, user_api_key_dict, response, request_headers, litellm_call_info
+        )
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any
+    ) -> dict | None:
+        self.ensure_installed()
+        if self.install_error is not None:
+            from fastapi import HTTPException
+
+            raise HTTPException(status_code=503, detail=f"RouteIQ: {self.install_error}")
+        return data
+
+
+def _metrics_for(registry: Any) -> RouteIQMetrics | None:
+    try:
+        return RouteIQMetrics(registry)
+    except ValueError:
+        # Already registered in this process (a second callback instance): reuse nothing,
+        # count nothing twice.
+        log.warning("RouteIQ metrics already registered in this process; not registering again")
+        return None
+
+
+def __getattr__(name: str) -> Any:
+    # LiteLLM resolves "routeiq.integrations.litellm.proxy.routeiq_callback" with getattr.
+    if name == CALLBACK_NAME:
+        return RouteIQProxyCallback.from_proxy_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check(config_path: str) -> int:
+    """Validate a proxy config's RouteIQ part without starting the proxy: 0 ok, 1 error."""
+    try:
+        path = Path(config_path).resolve()
+        config = read_proxy_config(path)
+        settings = settings_from_proxy_config(config, path)
+        routers = load_routers(settings)
+        validate(settings, config.get("model_list") or [], routers)
+    except RouteIQConfigError as exc:
+        print(f"RouteIQ config error: {exc}", file=sys.stderr)
+        return 1
+    groups = sorted({str(d.get("model_name")) for d in config.get("model_list") or []})
+    summary = {
+        "config": str(path),
+        "groups": groups,
+        "routers": {str(p): r.digest for p, r in routers.items()},
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(
+            "usage: python -m routeiq.integrations.litellm.proxy PROXY_CONFIG.yaml", file=sys.stderr
+        )
+        raise SystemExit(2)
+    raise SystemExit(check(sys.argv[1]))

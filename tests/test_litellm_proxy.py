@@ -1,0 +1,327 @@
+"""RouteIQ in a real LiteLLM proxy process (2 workers), installed through the callbacks line.
+
+Slow (the proxy takes 20-60 s to start): marked ``slow`` so ``-m slow`` / ``-m "not slow"``
+select or skip them; they run in the default test command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("litellm.proxy.proxy_server", reason="litellm[proxy] is not installed")
+httpx = pytest.importorskip("httpx", reason="httpx is not installed")
+yaml = pytest.importorskip("yaml", reason="pyyaml is not installed")
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+LITELLM = Path(sys.executable).with_name("litellm")
+CODE = "Write a Python function that computes the median of a list, with tests."
+CHAT = "Hi there! How are you doing this weekend? Any fun plans?"
+STRONG_PRICE = {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
+CHEAP_PRICE = {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}
+FLAKY_PRICE = {"input_cost_per_token": 2.4e-6, "output_cost_per_token": 0.9e-5}
+START_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deployment(group: str, ident: str, model: str, price: dict, reply: str = "ok") -> dict:
+    return {
+        "model_name": group,
+        "litellm_params": {
+            "model": f"openai/{model}",
+            "api_key": "fake",
+            "mock_response": reply,
+            **price,
+        },
+        "model_info": {"id": ident},
+    }
+
+
+def proxy_config(artifact: Path, log: Path, **settings: Any) -> dict:
+    return {
+        "model_list": [
+            deployment("chat", "strong", "gpt-4o", STRONG_PRICE, "strong says hi"),
+            deployment("chat", "cheap", "gpt-4o-mini", CHEAP_PRICE, "cheap says hi"),
+            # "flaky" is the cheapest gpt-4o, so code goes there first; it answers 429 and
+            # LiteLLM cools it down (per worker: no Redis here).
+            deployment("coder", "flaky", "gpt-4o", FLAKY_PRICE, "litellm.RateLimitError"),
+            deployment("coder", "coder-strong", "gpt-4o", STRONG_PRICE),
+            deployment("coder", "coder-cheap", "gpt-4o-mini", CHEAP_PRICE),
+            deployment("broken", "broken-1", "gpt-4o", STRONG_PRICE, "litellm.InternalServerError"),
+        ],
+        "router_settings": {
+            "num_retries": 0,
+            "allowed_fails": 0,
+            "cooldown_time": 600,
+            "fallbacks": [{"broken": ["chat"]}],
+        },
+        "litellm_settings": {"callbacks": ["routeiq.integrations.litellm.proxy.routeiq_callback"]},
+        "routeiq_settings": {
+            "router": str(artifact),
+            "lambda": 20.0,
+            "decision_log": str(log),
+            **settings,
+        },
+    }
+
+
+def proxy_env(master_key: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["LITELLM_MASTER_KEY"] = master_key
+    # The proxy imports routeiq like any pip-installed package; make the source tree importable
+    # even when the package is not installed into this venv.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_proxy(config: Path, workers: int, out: Path, env: dict[str, str], port: int) -> Any:
+    cmd = [
+        str(LITELLM),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        str(workers),
+        "--timeout_worker_healthcheck",
+        "120",
+    ]
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            cmd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=config.parent,
+            start_new_session=True,
+        )
+
+
+def stop(proc: Any) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from routeiq.integrations.litellm.demo import build_demo_router
+
+    path = tmp_path_factory.mktemp("proxy-router") / "router"
+    build_demo_router(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def proxy(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    work = tmp_path_factory.mktemp("proxy")
+    log = work / "decisions.jsonl"
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(proxy_config(artifact, log)))
+    key = "sk-" + secrets.token_hex(16)
+    port = free_port()
+    out = work / "proxy.log"
+    proc = start_proxy(config, 2, out, proxy_env(key), port)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while out.read_text(errors="replace").count("Application startup complete") < 2:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"proxy did not start with 2 workers:\n{out.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield {"url": f"http://127.0.0.1:{port}", "key": key, "log": log, "out": out}
+    finally:
+        stop(proc)
+
+
+def post(proxy: dict, text: str | list, model: str = "chat", **extra: Any) -> Any:
+    messages = text if isinstance(text, list) else [{"role": "user", "content": text}]
+    # A new connection per request, so the kernel spreads requests over both workers.
+    with httpx.Client(timeout=60) as client:
+        return client.post(
+            f"{proxy['url']}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {proxy['key']}", "Connection": "close"},
+            json={"model": model, "messages": messages, **extra},
+        )
+
+
+def records(log: Path, at_least: int) -> list[dict]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= at_least:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.1)
+    pytest.fail(f"decision log has {len(lines)} lines, expected at least {at_least}")
+
+
+def pid_of(record: dict) -> str:
+    return record["id"].split("-", 1)[0]
+
+
+def deployments(record: dict) -> set[str]:
+    return {c["deployment"] for c in record["decision"]["candidates"]}
+
+
+def chosen_deployment(record: dict) -> str:
+    return next(
+        c["deployment"] for c in record["decision"]["candidates"] if c["probability"] == 1.0
+    )
+
+
+def test_decisions_follow_the_router_with_headers(proxy: dict, artifact: Path) -> None:
+    from routeiq.router import LearnedRouter
+
+    digest = LearnedRouter.load(artifact).digest
+    code, chat = post(proxy, CODE), post(proxy, CHAT)
+    assert code.status_code == 200, code.text
+    assert chat.status_code == 200, chat.text
+    assert code.headers["x-litellm-model-id"] == "strong"
+    assert chat.headers["x-litellm-model-id"] == "cheap"
+    assert code.headers["x-routeiq-model"] == "gpt-4o"
+    assert chat.headers["x-routeiq-model"] == "gpt-4o-mini"
+    assert code.headers["x-routeiq-deployment"] == "strong"
+    assert code.headers["x-routeiq-router"] == digest
+    assert code.headers["x-routeiq-outcome"] == "routed"
+    ids = {code.headers["x-routeiq-decision-id"], chat.headers["x-routeiq-decision-id"]}
+    logged = {r["id"]: r for r in records(proxy["log"], 2)}
+    assert ids <= set(logged)  # the header names the record to send feedback to
+    rec = logged[code.headers["x-routeiq-decision-id"]]
+    assert rec["prompt"] == CODE
+    assert rec["decision"]["chosen"] == "gpt-4o"
+    assert rec["outcomes"]["gpt-4o"]["status"] == "success"
+
+
+def test_both_workers_route(proxy: dict) -> None:
+    before = len(records(proxy["log"], 0))
+    texts = [CHAT if i % 2 else CODE for i in range(40)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda t: post(proxy, t), texts))
+    assert all(r.status_code == 200 for r in replies)
+    assert [r.headers["x-litellm-model-id"] for r in replies] == [
+        "cheap" if i % 2 else "strong" for i in range(40)
+    ]
+    new = records(proxy["log"], before + 40)[before:]
+    assert len({pid_of(r) for r in new}) == 2, "decisions came from one worker only"
+
+
+def test_cooled_down_deployment_is_never_chosen(proxy: dict) -> None:
+    before = len(records(proxy["log"], 0))
+    replies = [post(proxy, f"{CODE} Case {i}.", model="coder") for i in range(16)]
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(429) <= 2  # at most one cooling-down failure per worker
+    assert all(
+        r.headers["x-litellm-model-id"] == "coder-strong" for r in replies if r.status_code == 200
+    )
+    new = [
+        r
+        for r in records(proxy["log"], before + 16)[before:]
+        if {"coder-strong", "coder-cheap"} & deployments(r)
+    ]
+    cooled_somewhere = False
+    for pid in {pid_of(r) for r in new}:
+        mine = [r for r in new if pid_of(r) == pid]
+        picks = [chosen_deployment(r) for r in mine]
+        assert picks.count("flaky") <= 1
+        if "flaky" in picks:
+            later = mine[picks.index("flaky") + 1 :]
+            assert all("flaky" not in deployments(r) for r in later)
+            cooled_somewhere = cooled_somewhere or bool(later)
+    assert cooled_somewhere
+
+
+def test_fallback_group_is_routed(proxy: dict) -> None:
+    reply = post(proxy, CHAT, model="broken")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-litellm-model-id"] == "cheap"  # "chat" hop, routed by RouteIQ
+    assert reply.headers["x-routeiq-deployment"] == "cheap"
+    assert int(reply.headers["x-litellm-attempted-fallbacks"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        ([{"role": "user", "content": "  \n "}], "empty or whitespace"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                    ],
+                }
+            ],
+            "no text parts",
+        ),
+        ([{"role": "user", "content": "word " * 300_000}], "allowed (routeiq_settings"),
+    ],
+    ids=["whitespace", "image-only", "huge"],
+)
+def test_bad_messages_get_400(proxy: dict, messages: list, expected: str) -> None:
+    reply = post(proxy, messages)
+    assert reply.status_code == 400, reply.text
+    assert "RouteIQ cannot route this request" in reply.text
+    assert expected in reply.text
+
+
+def test_client_override_is_ignored_where_not_allowed(proxy: dict) -> None:
+    reply = post(proxy, CODE, metadata={"routeiq": "cheapest"})
+    assert reply.status_code == 200
+    assert reply.headers["x-litellm-model-id"] == "strong"
+    assert reply.headers["x-routeiq-override"] == "ignored"
+
+
+@pytest.mark.parametrize("problem", ["bad-lambda", "tampered-artifact"])
+def test_bad_config_refuses_to_start(artifact: Path, tmp_path: Path, problem: str) -> None:
+    from routeiq.integrations.litellm.proxy import check
+
+    if problem == "bad-lambda":
+        config = proxy_config(artifact, tmp_path / "d.jsonl", **{"lambda": -1})
+        expected = "routeiq_settings.lambda: Input should be greater than or equal to 0"
+    else:
+        copy = tmp_path / "router"
+        shutil.copytree(artifact, copy)
+        victim = next(p for p in sorted(copy.iterdir()) if p.suffix == ".npz")
+        victim.write_bytes(victim.read_bytes()[:-8] + b"tampered")
+        config = proxy_config(copy, tmp_path / "d.jsonl")
+        expected = "failed to load or verify"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert check(str(path)) == 1  # the pre-flight check says the same without a proxy
+
+    out = tmp_path / "proxy.log"
+    proc = start_proxy(path, 1, out, proxy_env("sk-" + secrets.token_hex(16)), free_port())
+    try:
+        code = proc.wait(timeout=START_TIMEOUT_S)
+    finally:
+        stop(proc)
+    text = out.read_text(errors="replace")
+    assert code != 0
+    assert expected in text
+    assert "Application startup failed" in text
