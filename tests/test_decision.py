@@ -20,7 +20,6 @@ from routeiq.decision import (
     fallback_decision,
     lambda_grid,
     map_model,
-    map_unknown,
     parse_target,
     resolve_candidates,
 )
@@ -427,8 +426,3 @@ def test_resolve_candidates_feeds_decide():
     assert d.chosen == "d3" and d.candidates[2].mapped_from == "pricey"
     with pytest.raises(ValueError, match="not know"):
         check_aliases({"x": "nope"}, KNOWN)
-
-
-def test_map_unknown_shorthand():
-    assert map_unknown("novel", 0.003, KNOWN, KNOWN_Q, KNOWN_C) == (0.7, "mid")
-    assert map_unknown("mid", None, KNOWN, KNOWN_Q, KNOWN_C) == (0.7, None)

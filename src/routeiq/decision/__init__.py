@@ -24,7 +24,6 @@ from routeiq.decision.unknown import (
     ResolvedCandidates,
     check_aliases,
     map_model,
-    map_unknown,
     resolve_candidates,
 )
 
@@ -47,7 +46,6 @@ __all__ = [
     "fallback_decision",
     "lambda_grid",
     "map_model",
-    "map_unknown",
     "parse_target",
     "resolve_candidates",
 ]

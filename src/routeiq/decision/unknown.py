@@ -119,19 +119,6 @@ def map_model(
     return ModelMapping(model, float(np.mean(q)), cost, "mean", MEAN_OF_KNOWN, note)
 
 
-def map_unknown(
-    model: str,
-    candidate_cost: float | None,
-    known_models: Sequence[str],
-    known_quality: Any,
-    known_cost: Any = None,
-    aliases: Mapping[str, str] | None = None,
-) -> tuple[float, str | None]:
-    """Shorthand for :func:`map_model`: ``(predicted quality, mapped_from)``."""
-    mp = map_model(model, known_models, known_quality, known_cost, candidate_cost, aliases)
-    return mp.quality, mp.mapped_from
-
-
 def resolve_candidates(
     models: Sequence[str],
     known_models: Sequence[str],
