@@ -55,11 +55,11 @@ def user_errors() -> Iterator[None]:
 
 
 DataOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--data",
-        help="Dataset: RouterBench CSV, LLMRouter CSV or RouteIQ JSONL records. "
-        "Default: the shared RouterBench subset.",
+        help="Dataset: RouterBench CSV, LLMRouter CSV, RouteIQ JSONL records, or a decision-log "
+        "stream redis://HOST:PORT/DB?stream=NAME. Default: the shared RouterBench subset.",
     ),
 ]
 PricesOpt = Annotated[
@@ -71,10 +71,15 @@ PricesOpt = Annotated[
 FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]
 
 
-def _load(data: Path | None, prices: Path | None) -> Any:
+def _load(data: str | None, prices: Path | None) -> Any:
     from routeiq.data.loaders import load_dataset
 
-    return load_dataset(data or default_dataset(), prices=prices)
+    if data is not None and data.startswith(("redis://", "rediss://")):
+        from routeiq.data.records import records_to_dataset
+        from routeiq.integrations.redis_stream import read_stream
+
+        return records_to_dataset(read_stream(data))
+    return load_dataset(Path(data) if data else default_dataset(), prices=prices)
 
 
 @app.command()
@@ -138,7 +143,7 @@ def evaluate(
     with user_errors():
         dataset = _load(data, prices)
         names = ALL_ROUTERS if routers == "all" else [r.strip() for r in routers.split(",")]
-        out = out or Path("results") / Path(str(data or default_dataset())).stem
+        out = out or Path("results") / Path(data or default_dataset()).stem
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("training routers", total=len(names))
 

@@ -16,6 +16,8 @@ Metrics (prefix ``routeiq_``):
 * ``scoring_duration_seconds{model_group}``: featurize + score alone, timed in the thread.
 * ``fallbacks_total{model_group, reason}``.
 * ``outcomes_total{model_group, deployment, status}``: call results from LiteLLM callbacks.
+* ``decision_log_dropped_total{sink}``: decision records lost because the decision log's sink
+  could not take them (``sink="redis"``: Redis unreachable and the in-memory buffer full).
 """
 
 from __future__ import annotations
@@ -71,6 +73,13 @@ class RouteIQMetrics:
             "outcomes",
             "Results of routed calls reported by LiteLLM callbacks",
             ["model_group", "deployment", "status"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.decision_log_dropped = Counter(
+            "decision_log_dropped",
+            "Decision records dropped because the decision log's sink could not take them",
+            ["sink"],
             namespace=namespace,
             registry=self.registry,
         )

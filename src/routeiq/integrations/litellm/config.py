@@ -34,8 +34,11 @@ Settings (top level; those marked * can also be set per group):
 * ``scoring`` (``thread``), ``threads`` (2), ``decision_timeout_ms`` (250): see the strategy.
 * ``max_prompt_chars`` (400000; longer routing texts are refused with a 400),
   ``featurize_chars`` (8000; only the tail of the routing text is featurized).
-* ``decision_log`` (none), ``log_prompt`` (``text`` | ``none``), ``pending_ttl_s`` (600),
-  ``max_pending`` (100000): see :mod:`.decision_log`.
+* ``decision_log`` (none): a JSONL file path (relative paths resolve as above), or a Redis
+  stream URL ``redis://host:port/db?stream=NAME&maxlen=N`` (stream default
+  ``routeiq:decisions``; see :mod:`routeiq.integrations.redis_stream`). ``log_prompt``
+  (``text`` | ``none``), ``pending_ttl_s`` (600), ``max_pending`` (100000): see
+  :mod:`.decision_log`.
 * ``response_headers`` (true): ``x-routeiq-*`` headers on proxy responses.
 """
 
@@ -48,6 +51,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routeiq.integrations.redis_stream import RedisStreamConfig, is_url
 
 SETTINGS_KEY = "routeiq_settings"
 
@@ -120,7 +125,8 @@ class RouteIQSettings(_Strict):
     scoring: Literal["thread", "inline"] = "thread"
     max_prompt_chars: Annotated[int, Field(ge=1)] = 400_000
     featurize_chars: Annotated[int, Field(ge=1)] = 8_000
-    decision_log: Path | None = None
+    # A file path, or a redis:// URL parsed (and checked) into a RedisStreamConfig.
+    decision_log: Path | RedisStreamConfig | None = None
     log_prompt: Literal["text", "none"] = "text"
     pending_ttl_s: Annotated[float, Field(gt=0)] = 600.0
     max_pending: Annotated[int, Field(ge=1)] = 100_000
@@ -130,6 +136,11 @@ class RouteIQSettings(_Strict):
     @classmethod
     def _target(cls, value: str | None) -> str | None:
         return _check_target(value)
+
+    @field_validator("decision_log", mode="before")
+    @classmethod
+    def _decision_log(cls, value: Any) -> Any:
+        return RedisStreamConfig.from_url(value) if is_url(value) else value
 
     @model_validator(mode="after")
     def _one_tradeoff(self) -> RouteIQSettings:
@@ -214,6 +225,10 @@ def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
     def fix(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else (base / p)
 
+    log_target = settings.decision_log
+    if isinstance(log_target, Path):
+        log_target = fix(log_target) or log_target
+
     groups = {
         name: g.model_copy(update={"router": fix(g.router) or g.router})
         for name, g in settings.groups.items()
@@ -221,7 +236,7 @@ def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
     return settings.model_copy(
         update={
             "router": fix(settings.router) or settings.router,
-            "decision_log": fix(settings.decision_log) or settings.decision_log,
+            "decision_log": log_target,
             "groups": groups,
         }
     )

@@ -18,9 +18,12 @@ the ``x-routeiq-decision-id`` response header). A decision whose outcome never a
 client went away, the process is restarted) is written without outcomes after
 ``pending_ttl_s``, or at :meth:`DecisionLog.close`.
 
-Each process keeps its own file descriptor opened with ``O_APPEND`` and writes each line with
-one ``os.write``: lines from several workers sharing the file do not interleave in practice
-(POSIX guarantees this only for pipes, not regular files).
+Records go to a sink (:class:`RecordSink`). The default, :class:`JsonlFileSink`, appends JSON
+lines to a file: each process keeps its own file descriptor opened with ``O_APPEND`` and writes
+each line with one ``os.write``, so lines from several workers sharing the file do not
+interleave in practice (POSIX guarantees this only for pipes, not regular files). A
+``redis://`` URL selects :class:`routeiq.integrations.redis_stream.RedisStreamSink` instead:
+the same records, one per stream entry, written off the request path.
 """
 
 from __future__ import annotations
@@ -30,37 +33,105 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from routeiq.data.records import RouteRecord
+from routeiq.integrations.redis_stream import RedisStreamConfig, RedisStreamSink, is_url
+
+if TYPE_CHECKING:
+    from routeiq.telemetry.metrics import RouteIQMetrics
 
 log = logging.getLogger(__name__)
 
 
-class DecisionLog:
-    """Joins decisions with outcomes and appends records to ``path``.
+class RecordSink(Protocol):
+    """Where finished records go: each line is one serialized :class:`RouteRecord`."""
 
-    ``clock`` (seconds, monotonic) is injectable for tests of the expiry rule.
+    def write(self, lines: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlFileSink:
+    """Appends each record as one JSON line to ``path`` (created with its folder if needed)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._fd_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def write(self, lines: Sequence[str]) -> None:
+        with self._lock:
+            fd = self._file()
+            for line in lines:
+                view = memoryview((line + "\n").encode())
+                while view:  # a short write is rare (signal, full disk): finish the line
+                    view = view[os.write(fd, view) :]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None and self._fd_pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
+
+    def _file(self) -> int:
+        # One descriptor per process: a forked worker must not share its parent's.
+        if self._fd is None or self._fd_pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+
+LogTarget = str | Path | RedisStreamConfig | RecordSink
+
+
+def open_sink(target: LogTarget, *, metrics: RouteIQMetrics | None = None) -> RecordSink:
+    """A sink for a file path, a ``redis://`` URL or config, or ``target`` itself if a sink.
+
+    With ``metrics``, records a Redis sink drops count in ``decision_log_dropped{sink="redis"}``.
+    """
+    if isinstance(target, str) and is_url(target):
+        target = RedisStreamConfig.from_url(target)
+    if isinstance(target, RedisStreamConfig):
+        on_drop = None if metrics is None else metrics.decision_log_dropped.labels("redis").inc
+        return RedisStreamSink(target, on_drop=on_drop)
+    if isinstance(target, str | Path):
+        return JsonlFileSink(target)
+    return target
+
+
+class DecisionLog:
+    """Joins decisions with outcomes and hands finished records to a sink.
+
+    ``target`` is a file path (JSONL), a ``redis://`` URL or :class:`RedisStreamConfig`, or
+    any :class:`RecordSink`. ``clock`` (seconds, monotonic) is injectable for tests of the
+    expiry rule.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        target: LogTarget,
         *,
         pending_ttl_s: float = 600.0,
         max_pending: int = 100_000,
+        metrics: RouteIQMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = Path(path)
+        self.sink = open_sink(target, metrics=metrics)
         self.pending_ttl_s = pending_ttl_s
         self.max_pending = max_pending
         self.clock = clock
         self._pending: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self._fd: int | None = None
-        self._fd_pid: int | None = None
         self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path | None:
+        """The JSONL file, when the sink is a file."""
+        return self.sink.path if isinstance(self.sink, JsonlFileSink) else None
 
     # -- decisions and outcomes ----------------------------------------------------------------
 
@@ -114,15 +185,12 @@ class DecisionLog:
         return len(self._pending)
 
     def close(self) -> None:
-        """Write every pending decision (without outcome) and close the file."""
+        """Write every pending decision (without outcome) and close the sink."""
         with self._lock:
             rest = [rec for _, rec in self._pending.values()]
             self._pending.clear()
         self._write(rest)
-        with self._lock:
-            if self._fd is not None and self._fd_pid == os.getpid():
-                os.close(self._fd)
-            self._fd = None
+        self.sink.close()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -147,21 +215,9 @@ class DecisionLog:
             except ValueError:
                 log.exception("RouteIQ: dropping an invalid decision record %s", rec.get("id"))
                 continue
-            lines.append((model.model_dump_json(by_alias=True, exclude_none=True) + "\n").encode())
-        with self._lock:
-            fd = self._file()
-            for data in lines:
-                view = memoryview(data)
-                while view:  # a short write is rare (signal, full disk): finish the line
-                    view = view[os.write(fd, view) :]
-
-    def _file(self) -> int:
-        # One descriptor per process: a forked worker must not share its parent's.
-        if self._fd is None or self._fd_pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._fd_pid = os.getpid()
-        return self._fd
+            lines.append(model.model_dump_json(by_alias=True, exclude_none=True))
+        if lines:
+            self.sink.write(lines)
 
 
 def _nonneg_or_none(value: float | None) -> float | None:

@@ -135,7 +135,7 @@ def install(
     """Validate and install RouteIQ on ``router``; returns the installed strategy.
 
     ``routers`` defaults to loading every artifact in ``settings``; ``decision_log`` defaults
-    to a :class:`DecisionLog` on ``settings.decision_log`` when set. With
+    to a :class:`DecisionLog` on ``settings.decision_log`` (a file or a Redis stream) when set. With
     ``register_callback`` (and a log or metrics), the outcome callback is appended to
     ``litellm.callbacks``; :func:`uninstall` removes it again.
     """
@@ -147,6 +147,7 @@ def install(
             settings.decision_log,
             pending_ttl_s=settings.pending_ttl_s,
             max_pending=settings.max_pending,
+            metrics=metrics,
         )
     strategy = RouteIQRoutingStrategy(
         router,

@@ -125,14 +125,16 @@ class RouteIQProxyCallback(RouteIQCallback):
         validate(settings, config.get("model_list") or [], routers)
         from prometheus_client import REGISTRY
 
+        metrics = _metrics_for(REGISTRY)
         decision_log = None
         if settings.decision_log is not None:
             decision_log = DecisionLog(
                 settings.decision_log,
                 pending_ttl_s=settings.pending_ttl_s,
                 max_pending=settings.max_pending,
+                metrics=metrics,
             )
-        callback = cls(settings, routers, metrics=_metrics_for(REGISTRY), decision_log=decision_log)
+        callback = cls(settings, routers, metrics=metrics, decision_log=decision_log)
         if decision_log is not None:
             # Decisions still waiting for an outcome are written (without one) at exit.
             atexit.register(decision_log.close)
