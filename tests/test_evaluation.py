@@ -347,3 +347,13 @@ def test_report_curve_accepts_precomputed_curves():
     r = report_curve("two points", Curve(cost=[1, 3], quality=[0.5, 0.75]), Q2, C2)
     assert r.aiq == pytest.approx(0.625)
     assert r.apgr is None  # no score given
+
+
+def test_aiq_defined_when_cheapest_point_is_an_ulp_above_range():
+    # The router's cheapest operating point equals the cheapest single model's cost up to
+    # rounding (the same mean summed in another order): AIQ must still be a number.
+    lo, hi = 3.352808398950131e-05, 3.0e-4
+    cost = np.array([np.nextafter(lo, 1.0), 1e-4, hi])
+    quality = np.array([0.52, 0.58, 0.60])
+    value = aiq(Curve(cost, quality), (lo, hi))
+    assert value is not None and 0.52 < value < 0.60

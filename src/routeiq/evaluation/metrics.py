@@ -320,7 +320,9 @@ class Frontier:
         a, b = knots[:-1], knots[1:]
         # F is linear (in x) on each (a, b): no vertex inside. Zero where unreachable.
         reachable = (a + b) / 2 >= self.cost[0]
-        y1 = np.where(reachable, self(a), 0.0)
+        # A knot may sit an ulp left of the first vertex (the same mean cost summed in another
+        # order): evaluate there at the vertex, where F is defined.
+        y1 = np.where(reachable, self(np.maximum(a, self.cost[0])), 0.0)
         y2 = np.where(reachable, self(b), 0.0)
         xa, xb, xlo, xhi = self._x(a), self._x(b), self._x(lo), self._x(hi)
         return float(np.sum((y1 + y2) / 2 * (xb - xa)) / (xhi - xlo))
