@@ -229,7 +229,7 @@ def route(
     if as_json:
         console.print_json(json.dumps(decision.to_dict()))
         return
-    table = Table(title=f"{decision.rule} (lambda={decision.lam:.4g})")
+    table = Table(title=decision.rule, caption=f"lambda = {decision.lam:.6g}")
     for col in ("candidate", "model", "pred. quality", "cost $", "utility"):
         table.add_column(col)
     for row in decision.candidates:
