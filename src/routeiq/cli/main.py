@@ -87,7 +87,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Artifact directory to write.")],
     data: DataOpt = None,
     prices: PricesOpt = None,
-    router: Annotated[str, typer.Option("--router", help="Quality model name.")] = "logistic",
+    router: Annotated[
+        str, typer.Option("--router", help="Quality model name (see README).")
+    ] = "ensemble",
     featurizer: FeatOpt = "lexical",
     lam: Annotated[float | None, typer.Option("--lambda", help="Fixed quality/cost knob.")] = None,
     target: Annotated[

@@ -73,7 +73,9 @@ def run_evaluation(
         # RouteLLM-style two-model view: the best single model on train vs the cheapest.
         mean_q, mean_c = np.nanmean(train.quality, axis=0), np.nanmean(train.cost, axis=0)
         pair = (models[int(np.argmax(mean_q))], models[int(np.argmin(mean_c))])
-    feat = CachedFeaturizer(make_featurizer(featurizer)).fit(train.prompts)
+    # Room for every prompt: one embedding per prompt however many routers are compared.
+    feat = CachedFeaturizer(make_featurizer(featurizer), max_entries=len(train) + len(test) + 1)
+    feat.fit(train.prompts)
     feat.transform(train.prompts + test.prompts)  # warm the cache once for every router
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     extra: dict[str, dict[str, Any]] = {}
