@@ -33,3 +33,13 @@ def llmrouter_files() -> tuple[Path, Path]:
     if not csv.exists() or not prices.exists():
         pytest.skip(f"LLMRouter data not found under {base} (set ROUTEIQ_DATASETS)")
     return csv, prices
+
+
+@pytest.fixture(scope="session")
+def demo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo router artifact, built once per session (read-only: copy it to modify it)."""
+    from routeiq.integrations.litellm.demo import build_demo_router
+
+    path = tmp_path_factory.mktemp("routeiq-demo") / "router"
+    build_demo_router(path)
+    return path

@@ -25,6 +25,7 @@ prometheus_client = pytest.importorskip("prometheus_client", reason="prometheus-
 from litellm import Router  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from litellm_helpers import CHAT, CODE, ask, model_list, served  # noqa: E402
 from routeiq.cli.main import app  # noqa: E402
 from routeiq.data.dataset import DataError  # noqa: E402
 from routeiq.data.records import RouteRecord, dataset_to_records, write_records  # noqa: E402
@@ -40,7 +41,6 @@ from routeiq.integrations.litellm.decision_log import JsonlFileSink  # noqa: E40
 from routeiq.integrations.litellm.demo import (  # noqa: E402
     CHEAP,
     STRONG,
-    build_demo_router,
     demo_dataset,
 )
 from routeiq.integrations.redis_stream import (  # noqa: E402
@@ -54,10 +54,6 @@ from routeiq.telemetry.metrics import RouteIQMetrics  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/0"
 SINK_LOGGER = "routeiq.integrations.redis_stream"
-CODE = "Write a Python function that computes the median of a list, with tests."
-CHAT = "Hi there! How are you doing this weekend? Any fun plans?"
-STRONG_PRICE = {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
-CHEAP_PRICE = {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}
 
 
 @pytest.fixture(scope="module")
@@ -78,46 +74,12 @@ def stream(redis_client: Any) -> Iterator[str]:
     redis_client.delete(name)
 
 
-@pytest.fixture(scope="module")
-def demo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("routeiq-demo") / "router"
-    build_demo_router(path)
-    return path
-
-
-def deployment(group: str, ident: str, model: str, price: dict, reply: Any = "ok") -> dict:
-    return {
-        "model_name": group,
-        "litellm_params": {
-            "model": f"openai/{model}",
-            "api_key": "fake",
-            "mock_response": reply,
-            **price,
-        },
-        "model_info": {"id": ident},
-    }
-
-
 def demo_router() -> Router:
     return Router(
-        model_list=[
-            deployment("chat", "strong", STRONG, STRONG_PRICE, "strong says hi"),
-            deployment("chat", "cheap", CHEAP, CHEAP_PRICE, "cheap says hi"),
-            deployment("broken", "broken-1", STRONG, STRONG_PRICE, Exception("provider down")),
-            deployment("backup", "backup-strong", STRONG, STRONG_PRICE),
-            deployment("backup", "backup-cheap", CHEAP, CHEAP_PRICE),
-        ],
+        model_list=model_list(),
         num_retries=0,
         fallbacks=[{"broken": ["backup"]}],
     )
-
-
-async def ask(router: Router, text: str, model: str = "chat") -> Any:
-    return await router.acompletion(model=model, messages=[{"role": "user", "content": text}])
-
-
-def served(response: Any) -> str:
-    return response._hidden_params["model_id"]
 
 
 def closed_port() -> int:

@@ -25,14 +25,12 @@ pytest.importorskip("litellm.proxy.proxy_server", reason="litellm[proxy] is not 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed")
 
+from litellm_helpers import CHAT, CHEAP_PRICE, CODE, STRONG_PRICE, deployment  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 LITELLM = Path(sys.executable).with_name("litellm")
-CODE = "Write a Python function that computes the median of a list, with tests."
-CHAT = "Hi there! How are you doing this weekend? Any fun plans?"
-STRONG_PRICE = {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
-CHEAP_PRICE = {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}
 FLAKY_PRICE = {"input_cost_per_token": 2.4e-6, "output_cost_per_token": 0.9e-5}
 START_TIMEOUT_S = 240
 
@@ -41,19 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def deployment(group: str, ident: str, model: str, price: dict, reply: str = "ok") -> dict:
-    return {
-        "model_name": group,
-        "litellm_params": {
-            "model": f"openai/{model}",
-            "api_key": "fake",
-            "mock_response": reply,
-            **price,
-        },
-        "model_info": {"id": ident},
-    }
 
 
 def proxy_config(artifact: Path, log: Path, **settings: Any) -> dict:

@@ -22,6 +22,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
     InMemorySpanExporter,
 )
 
+from litellm_helpers import (  # noqa: E402
+    CHAT,
+    CHEAP_PRICE,
+    CODE,
+    STRONG_PRICE,
+    ask,
+    deployment,
+    model_list,
+    served,
+)
 from routeiq.data.records import read_records  # noqa: E402
 from routeiq.integrations.litellm import (  # noqa: E402
     DecisionLog,
@@ -32,46 +42,9 @@ from routeiq.integrations.litellm import (  # noqa: E402
     parse_settings,
     uninstall,
 )
-from routeiq.integrations.litellm.demo import CHEAP, STRONG, build_demo_router  # noqa: E402
+from routeiq.integrations.litellm.demo import CHEAP, STRONG  # noqa: E402
 from routeiq.router import LearnedRouter  # noqa: E402
 from routeiq.telemetry.metrics import RouteIQMetrics  # noqa: E402
-
-CODE = "Write a Python function that computes the median of a list, with tests."
-CHAT = "Hi there! How are you doing this weekend? Any fun plans?"
-
-# Per-token prices: gpt-4o ~ $0.0026 per demo request, gpt-4o-mini ~ $0.00003.
-STRONG_PRICE = {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
-CHEAP_PRICE = {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}
-
-
-@pytest.fixture(scope="session")
-def demo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("routeiq-demo") / "router"
-    build_demo_router(path)
-    return path
-
-
-def deployment(group: str, ident: str, model: str, price: dict, reply: Any = "ok") -> dict:
-    return {
-        "model_name": group,
-        "litellm_params": {
-            "model": f"openai/{model}",
-            "api_key": "fake",
-            "mock_response": reply,
-            **price,
-        },
-        "model_info": {"id": ident},
-    }
-
-
-def model_list() -> list[dict]:
-    return [
-        deployment("chat", "strong", STRONG, STRONG_PRICE, "strong says hi"),
-        deployment("chat", "cheap", CHEAP, CHEAP_PRICE, "cheap says hi"),
-        deployment("broken", "broken-1", STRONG, STRONG_PRICE, Exception("provider down")),
-        deployment("backup", "backup-strong", STRONG, STRONG_PRICE),
-        deployment("backup", "backup-cheap", CHEAP, CHEAP_PRICE),
-    ]
 
 
 @pytest.fixture
@@ -99,16 +72,6 @@ def setup(demo_artifact: Path, tmp_path: Path, tracing: tuple) -> Any:
     strategy = install(router, settings, metrics=RouteIQMetrics(registry), tracer_provider=provider)
     yield router, strategy, exporter, registry, tmp_path / "decisions.jsonl"
     uninstall(router, strategy)
-
-
-async def ask(router: Router, text: str, model: str = "chat", **kwargs: Any) -> Any:
-    return await router.acompletion(
-        model=model, messages=[{"role": "user", "content": text}], **kwargs
-    )
-
-
-def served(response: Any) -> str:
-    return response._hidden_params["model_id"]
 
 
 async def settle(strategy: Any, n: int) -> list:

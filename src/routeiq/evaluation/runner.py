@@ -19,22 +19,9 @@ from routeiq.features import make_featurizer
 from routeiq.features.base import Featurizer
 from routeiq.features.cache import CachedFeaturizer
 from routeiq.router import LearnedRouter
-from routeiq.strategies import make_quality_model
+from routeiq.strategies import make_quality_model, quality_model_names
 
-ALL_ROUTERS = (
-    "random",
-    "constant",
-    "knn",
-    "logistic",
-    "svm",
-    "mlp",
-    "mf",
-    "elo",
-    "sw_ranking",
-    "routerdc",
-    "cluster",
-    "ensemble",
-)
+ALL_ROUTERS = tuple(quality_model_names())
 
 
 def build_router(
