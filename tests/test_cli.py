@@ -137,3 +137,29 @@ def test_eval_writes_json_and_png(small_csv, tmp_path):
     assert names[:3] == ["constant", "logistic", "cluster"]
     assert all(0 < r["aiq"] <= 1 for r in report["rows"][:3])
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_route_reads_megabyte_prompt_from_stdin(artifact):
+    huge = "Which gas do plants absorb? " * 40_000  # ~1.1 MB, over the OS argument limit
+    result = runner.invoke(app, ["route", "-", "--router", str(artifact)], input=huge)
+    assert result.exit_code == 0, result.output
+    assert "chosen:" in result.output
+
+
+def test_unknown_candidate_model_is_mapped_not_fatal(artifact):
+    result = runner.invoke(
+        app,
+        [
+            "route",
+            "Sort a list in python.",
+            "--router",
+            str(artifact),
+            "--candidates",
+            "gpt-4-1106-preview,brand-new-model",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = {c["name"]: c for c in json.loads(result.output)["candidates"]}
+    assert rows["brand-new-model"]["mapped_from"] is not None
+    assert rows["gpt-4-1106-preview"]["mapped_from"] is None

@@ -197,7 +197,13 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @app.command()
 def route(
-    prompt: Annotated[str, typer.Argument(help="Prompt text, or a JSON list of chat messages.")],
+    prompt: Annotated[
+        str,
+        typer.Argument(
+            help="Prompt text, or a JSON list of chat messages; '-' reads it from stdin "
+            "(long prompts exceed the OS argument limit)."
+        ),
+    ],
     router: Annotated[Path, typer.Option("--router", help="Artifact directory.")],
     lam: Annotated[float | None, typer.Option("--lambda")] = None,
     target: Annotated[str | None, typer.Option("--target")] = None,
@@ -215,6 +221,8 @@ def route(
     with user_errors():
         if lam is not None and target is not None:
             raise ValueError("give --lambda or --target, not both")
+        if prompt == "-":
+            prompt = sys.stdin.read()
         message: Any = prompt
         if prompt.lstrip().startswith("["):
             try:
