@@ -99,3 +99,17 @@ def test_artifact_round_trip_and_tamper(fitted, bench, tmp_path):
     npz.write_bytes(bytes(raw))
     with pytest.raises(ArtifactError):
         LearnedRouter.load(tmp_path / "r")
+
+
+def test_lambda_is_validated_and_inf_survives_an_artifact(bench, tmp_path):
+    with pytest.raises(ValueError):
+        LearnedRouter(make_featurizer("lexical"), make_quality_model("constant"), lam=-1.0)
+    train, _ = bench
+    cheapest = LearnedRouter(
+        make_featurizer("lexical"), make_quality_model("constant"), lam=float("inf"), cv_folds=2
+    ).fit(train.subset(range(200)))
+    cheapest.save(tmp_path / "inf")
+    loaded = LearnedRouter.load(tmp_path / "inf")
+    assert loaded.lam == float("inf")
+    decision = loaded.route(CODE)
+    assert decision.chosen == min(decision.candidates, key=lambda r: r.cost).name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from routeiq.data.prices import estimate_tokens
 from routeiq.data.prompts import Prompt, prompt_text
 from routeiq.decision.calibrate import Calibration, Target, calibrate_lambda, parse_target
 from routeiq.decision.cost_model import CostModel
-from routeiq.decision.policy import Decision, decide
+from routeiq.decision.policy import Decision, check_lambda, decide
 from routeiq.decision.unknown import resolve_candidates
 from routeiq.estimator import Estimator
 from routeiq.features import featurizer_class
@@ -67,7 +68,7 @@ class LearnedRouter:
     ) -> None:
         self.featurizer = featurizer
         self.quality_model = quality_model
-        self.lam = float(lam)
+        self.lam = check_lambda(lam)
         self.target = parse_target(target) if isinstance(target, str) else target
         self.cv_folds = cv_folds
         self.aliases = dict(aliases or {})
@@ -198,7 +199,7 @@ class LearnedRouter:
             "format": ARTIFACT_FORMAT,
             "library_version": _library_version(),
             "models": self.models_,
-            "lambda": self.lam,
+            "lambda": self.lam if math.isfinite(self.lam) else "inf",  # strict JSON has no inf
             "target": None if self.target is None else str(self.target),
             "aliases": self.aliases,
             "cv_folds": self.cv_folds,
@@ -233,7 +234,7 @@ class LearnedRouter:
             router = cls(
                 featurizer,
                 quality_model,
-                lam=metadata["lambda"],
+                lam=float(metadata["lambda"]),
                 target=metadata["target"],
                 cv_folds=metadata["cv_folds"],
                 aliases=metadata["aliases"],
