@@ -111,10 +111,11 @@ def train(
     with user_errors():
         if lam is not None and target is not None:
             raise ValueError("give --lambda or --target, not both")
+        # Build (and so validate) the router before reading any data.
+        learned = build_router(featurizer, router, lam=lam or 0.0, target=target)
         dataset = _load(data, prices)
         if split or dataset.splits:
             dataset = dataset.split(split or "train")
-        learned = build_router(featurizer, router, lam=lam or 0.0, target=target)
         with console.status(f"training {router} on {len(dataset)} prompts"):
             learned.fit(dataset)
             digest = learned.save(out)
