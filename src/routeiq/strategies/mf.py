@@ -19,7 +19,7 @@ from routeiq.strategies._util import (
     sigmoid,
     standardizer,
 )
-from routeiq.strategies.selection import checkpoint_cv
+from routeiq.strategies.selection import select_with_epochs
 
 
 class MFQuality(Model):
@@ -98,28 +98,20 @@ class MFQuality(Model):
         mean, scale = standardizer(X)
         Xs = (X - mean) / scale
         dims = [int(x) for x in self.dim_grid] if self.dim is None else [int(self.dim)]
-        grid = (
-            sorted(int(e) for e in self.epochs_grid) if self.epochs is None else [int(self.epochs)]
+        epochs = self.epochs_grid if self.epochs is None else [int(self.epochs)]
+        self.dim_, self.epochs_, scores = select_with_epochs(
+            lambda dim, n: partial(self._train, dim=dim, epochs=n),
+            self._forward,
+            dims,
+            epochs,
+            Xs,
+            Y,
+            mask,
+            self.cv,
+            self.seed,
+            self.scoring,
         )
-        self.dim_, self.epochs_ = dims[0], grid[0]
-        if len(dims) * len(grid) > 1:
-            best, scores = np.inf, list[float]()
-            for dim in dims:
-                s = checkpoint_cv(
-                    partial(self._train, dim=dim, epochs=grid[-1]),
-                    self._forward,
-                    grid,
-                    Xs,
-                    Y,
-                    mask,
-                    self.cv,
-                    self.seed,
-                    self.scoring,
-                )
-                scores.extend(float(v) for v in s)
-                g = int(np.argmin(s))
-                if s[g] < best:
-                    best, self.dim_, self.epochs_ = float(s[g]), dim, grid[g]
+        if scores is not None:
             self.cv_scores_ = scores
         W, V, b = self._train(Xs, Y, mask, dim=self.dim_, epochs=self.epochs_)
         self.W_ = W / scale[:, None]  # fold the standardisation into the projection

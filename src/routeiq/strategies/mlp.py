@@ -19,7 +19,7 @@ from routeiq.strategies._util import (
     sigmoid,
     standardizer,
 )
-from routeiq.strategies.selection import checkpoint_cv
+from routeiq.strategies.selection import select_with_epochs
 
 
 class MLPQuality(Model):
@@ -101,28 +101,21 @@ class MLPQuality(Model):
         mean, scale = standardizer(X)
         Xs = (X - mean) / scale
         alphas = [float(a) for a in self.alpha_grid] if self.alpha is None else [self.alpha]
-        grid = (
-            sorted(int(e) for e in self.epochs_grid) if self.epochs is None else [int(self.epochs)]
+        epochs = self.epochs_grid if self.epochs is None else [int(self.epochs)]
+        alpha, self.epochs_, scores = select_with_epochs(
+            lambda a, n: partial(self._train, alpha=a, epochs=n),
+            self._forward,
+            alphas,
+            epochs,
+            Xs,
+            Y,
+            mask,
+            self.cv,
+            self.seed,
+            self.scoring,
         )
-        self.alpha_, self.epochs_ = float(alphas[0]), grid[0]
-        if len(alphas) * len(grid) > 1:
-            best, scores = np.inf, list[float]()
-            for alpha in alphas:
-                s = checkpoint_cv(
-                    partial(self._train, alpha=alpha, epochs=grid[-1]),
-                    self._forward,
-                    grid,
-                    Xs,
-                    Y,
-                    mask,
-                    self.cv,
-                    self.seed,
-                    self.scoring,
-                )
-                scores.extend(float(v) for v in s)
-                g = int(np.argmin(s))
-                if s[g] < best:
-                    best, self.alpha_, self.epochs_ = float(s[g]), float(alpha), grid[g]
+        self.alpha_ = float(alpha)
+        if scores is not None:
             self.cv_scores_ = scores
         W1, b1, W2, b2 = self._train(Xs, Y, mask, alpha=self.alpha_, epochs=self.epochs_)
         # fold the standardisation into the first layer

@@ -18,7 +18,7 @@ from routeiq.strategies._util import (
     sigmoid,
     standardizer,
 )
-from routeiq.strategies.selection import checkpoint_cv
+from routeiq.strategies.selection import select_with_epochs
 
 
 def _normalize(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,23 +145,21 @@ class RouterDCQuality(Model):
         X, Y, mask = check_XY(X, Y)
         mean, scale = standardizer(X)
         Xs = (X - mean) / scale
-        if self.epochs is None:
-            grid = sorted(int(e) for e in self.epochs_grid)
-            scores = checkpoint_cv(
-                lambda Xt, Yt, Mt, cb: self._train(Xt, Yt, Mt, grid[-1], cb),
-                self._forward,
-                grid,
-                Xs,
-                Y,
-                mask,
-                self.cv,
-                self.seed,
-                self.scoring,
-            )
-            self.epochs_ = grid[int(np.argmin(scores))]
-            self.cv_scores_ = [float(s) for s in scores]
-        else:
-            self.epochs_ = int(self.epochs)
+        epochs = self.epochs_grid if self.epochs is None else [int(self.epochs)]
+        _, self.epochs_, scores = select_with_epochs(
+            lambda _, n: lambda Xt, Yt, Mt, cb: self._train(Xt, Yt, Mt, n, cb),
+            self._forward,
+            [None],
+            epochs,
+            Xs,
+            Y,
+            mask,
+            self.cv,
+            self.seed,
+            self.scoring,
+        )
+        if scores is not None:
+            self.cv_scores_ = scores
         P, V, platt = self._train(Xs, Y, mask, self.epochs_)
         self.proj_ = P / scale[:, None]  # fold the standardisation into the projection
         self.proj_bias_ = -mean @ self.proj_

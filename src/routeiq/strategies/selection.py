@@ -177,3 +177,37 @@ def checkpoint_cv(
 
         train(X[tr], Y[tr], mask[tr], record)
     return np.array([score(Y, P[g], scoring) for g in range(len(wanted))])
+
+
+def select_with_epochs(
+    trainer: Callable[[Any, int], Callable[..., Any]],
+    predict: Callable[[Any, np.ndarray], np.ndarray],
+    values: Sequence[Any],
+    epochs_grid: Sequence[int],
+    X: np.ndarray,
+    Y: np.ndarray,
+    mask: np.ndarray,
+    n_splits: int,
+    seed: int,
+    scoring: str = "brier",
+) -> tuple[Any, int, list[float] | None]:
+    """Pick (value, epochs) for an iterative trainer by :func:`checkpoint_cv`.
+
+    ``trainer(value, epochs)`` returns ``train(X, Y, mask, callback)``: one CV run per value
+    scores every epoch count in ``epochs_grid``. A single candidate pair is returned as is,
+    without CV (scores None).
+    """
+    grid = sorted(int(e) for e in epochs_grid)
+    best_value, best_epochs = values[0], grid[0]
+    if len(values) * len(grid) == 1:
+        return best_value, best_epochs, None
+    best, scores = np.inf, list[float]()
+    for value in values:
+        s = checkpoint_cv(
+            trainer(value, grid[-1]), predict, grid, X, Y, mask, n_splits, seed, scoring
+        )
+        scores.extend(float(v) for v in s)
+        g = int(np.argmin(s))
+        if s[g] < best:
+            best, best_value, best_epochs = float(s[g]), value, grid[g]
+    return best_value, best_epochs, scores
