@@ -326,3 +326,18 @@ def test_load_dataset_rejects_unknown_inputs(tmp_path: Path) -> None:
     (tmp_path / "latin.csv").write_bytes(b"prompt,a,a|total_cost\n\xe9t\xe9,1,0\n")
     with pytest.raises(DataError, match="not UTF-8"):
         load_dataset(tmp_path / "latin.csv")
+
+
+def test_jsonl_missing_costs_are_estimated_from_prices(tmp_path):
+    pytest.importorskip("litellm", reason="LiteLLM's price map is the price source here")
+    path = tmp_path / "log.jsonl"
+    path.write_text(
+        '{"id": "a", "prompt": "' + "word " * 400 + '", '
+        '"outcomes": {"gpt-4o": {"quality": 1.0}, "my-local-model": {"quality": 0.0}}}\n'
+        '{"id": "b", "prompt": "hi", "outcomes": {"gpt-4o": {"quality": 0.0, "cost": 0.5}}}\n'
+    )
+    data = load_dataset(path)
+    j = data.models.index("gpt-4o")
+    assert data.cost[1, j] == 0.5  # a logged cost is kept as is
+    assert 0 < data.cost[0, j] < 0.1  # estimated from LiteLLM's price map and token counts
+    assert np.isnan(data.cost[0, data.models.index("my-local-model")])  # no price: unknown

@@ -65,7 +65,9 @@ DataOpt = Annotated[
 PricesOpt = Annotated[
     Path | None,
     typer.Option(
-        "--prices", help="Price JSON for LLMRouter data (default: llm_candidates.json beside it)."
+        "--prices",
+        help="LLMRouter-style price JSON: prices LLMRouter CSVs (default: "
+        "llm_candidates.json beside it) and JSONL outcomes logged without a cost.",
     ),
 ]
 FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]

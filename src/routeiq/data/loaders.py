@@ -10,6 +10,7 @@ import ast
 import csv
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,15 +104,23 @@ def load_llmrouter(
 def load_dataset(path: str | Path, prices: str | Path | PriceTable | None = None) -> RoutingDataset:
     """Load any supported format, chosen from the file name and CSV header.
 
-    ``.jsonl``: RouteIQ records. ``.csv`` with ``<model>|total_cost`` columns: RouterBench.
+    ``.jsonl``: RouteIQ records; an outcome without a cost is estimated from the prompt's
+    tokens and the model's price (``prices``, else LiteLLM's price map; see
+    :func:`estimate_missing_costs`). ``.csv`` with ``<model>|total_cost`` columns: RouterBench.
     ``.csv`` with ``score:<model>`` columns: LLMRouter, priced by ``prices`` (default:
-    ``llm_candidates.json`` next to the CSV). ``prices`` is only used for LLMRouter.
+    ``llm_candidates.json`` next to the CSV).
     """
     p = Path(path)
     if not p.is_file():
         raise DataError("file not found", source=str(p))
     if p.suffix == ".jsonl":
-        return load_records(p)
+        if isinstance(prices, PriceTable):
+            table = prices
+        elif prices is not None:
+            table = PriceTable.from_llmrouter_json(prices, litellm_fallback=True)
+        else:
+            table = PriceTable(litellm_fallback=True)
+        return estimate_missing_costs(load_records(p), table)
     if p.suffix != ".csv":
         raise DataError(f"unknown format {p.suffix!r}: expected .jsonl or .csv", source=str(p))
     header, _ = _read_csv(p, header_only=True)
@@ -131,6 +140,27 @@ def load_dataset(path: str | Path, prices: str | Path | PriceTable | None = None
         source=str(p),
         line=1,
     )
+
+
+def estimate_missing_costs(
+    data: RoutingDataset, prices: PriceTable, output_tokens: int = DEFAULT_OUTPUT_TOKENS
+) -> RoutingDataset:
+    """Fill unknown costs of observed (prompt, model) pairs from token counts and prices.
+
+    Only pairs with an observed quality are filled (those are what training uses); a model
+    with no known price keeps NaN, and the router's cost model falls back to observed costs.
+    """
+    cost = data.cost.copy()
+    todo = np.isnan(cost) & ~np.isnan(data.quality)
+    filled = False
+    for j, model in enumerate(data.models):
+        rows = np.flatnonzero(todo[:, j])
+        if rows.size == 0 or prices.lookup(model) is None:
+            continue
+        for i in rows:
+            cost[i, j] = prices.cost(model, estimate_tokens(data.prompts[i]), output_tokens)
+        filled = True
+    return replace(data, cost=cost) if filled else data
 
 
 class _Rows:
