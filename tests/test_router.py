@@ -113,3 +113,10 @@ def test_lambda_is_validated_and_inf_survives_an_artifact(bench, tmp_path):
     assert loaded.lam == float("inf")
     decision = loaded.route(CODE)
     assert decision.chosen == min(decision.candidates, key=lambda r: r.cost).name
+
+
+def test_calibration_cache_is_bounded(fitted, monkeypatch):
+    monkeypatch.setattr("routeiq.router.MAX_CACHED_TARGETS", 3)
+    for pct in range(80, 90):
+        fitted.calibrate(f"quality>={pct}%")
+    assert len(fitted._calibrations) == 3

@@ -27,6 +27,7 @@ from routeiq.strategies import quality_model_class
 from routeiq.strategies.base import QualityModel
 
 ARTIFACT_FORMAT = 1
+MAX_CACHED_TARGETS = 256
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ class LearnedRouter:
         key = repr(target)
         with self._lock:
             if key not in self._calibrations:
+                # Targets can come from clients (per-request overrides): keep the cache bounded.
+                if len(self._calibrations) >= MAX_CACHED_TARGETS:
+                    self._calibrations.pop(next(iter(self._calibrations)))
                 cal = self.calibration_
                 self._calibrations[key] = calibrate_lambda(
                     target, cal["predicted_quality"], cal["cost"], cal["true_quality"]
