@@ -15,15 +15,22 @@ from routeiq.decision import (
     ExpensiveShareTarget,
     QualityTarget,
     calibrate_lambda,
-    choose_indices,
+    cheapest,
+    choose,
     decide,
-    fallback_decision,
     lambda_grid,
     map_model,
     parse_target,
+    pinned,
     resolve_candidates,
+    shuffle,
 )
-from routeiq.decision.unknown import check_aliases
+
+
+def choose_indices(q, c, lam, available=None):
+    """The kernel at one lambda: the chosen index per row."""
+    return choose(q, c, lam, available)[0]
+
 
 # ------------------------------------------------------------------------------ policy
 
@@ -133,12 +140,33 @@ def test_decide_with_unavailable_candidate():
     assert not d.candidates[0].available and d.candidates[1].available
 
 
-def test_fallback_decision():
-    d = fallback_decision("default", "gpt-x", "router error: boom")
-    assert d.fallback_reason == "router error: boom" and d.rule == "fallback"
-    assert json.loads(json.dumps(d.to_dict()))["fallback_reason"] == "router error: boom"
-    with pytest.raises(ValueError):
-        fallback_decision("default", "gpt-x", "")
+def test_cheapest_rule_unknown_costs_last_and_exclusions():
+    d = cheapest(["a", "b", "c"], ["m", "n", "o"], [None, 0.2, 0.1], outcome="fallback",
+                 fallback_reason="error: boom")
+    assert d.chosen == "c" and d.outcome == "fallback" and d.propensity == 1.0
+    assert json.loads(json.dumps(d.to_dict()))["fallback_reason"] == "error: boom"
+    d = cheapest(["a", "b", "c"], ["m", "n", "o"], [None, 0.2, 0.1],
+                 available=[True, True, False], excluded=[None, None, "failed"])
+    assert d.chosen == "b" and d.candidates[2].excluded == "failed"
+    assert cheapest(["a", "b"], ["m", "n"], [None, None]).chosen == "a"  # ties: first
+    with pytest.raises(ValueError, match="no available candidate"):
+        cheapest(["a"], ["m"], [0.1], available=[False])
+
+
+def test_shuffle_rule_logs_real_probabilities():
+    import random
+
+    rng = random.Random(7)
+    picks = [
+        shuffle(["a", "b", "c"], ["m", "n", "o"], [None] * 3, rng, weights=[3, 1, 0]).chosen
+        for _ in range(400)
+    ]
+    assert "c" not in picks and 0.65 < picks.count("a") / 400 < 0.85
+    d = shuffle(["a", "b"], ["m", "n"], [None, None], rng, available=[False, True])
+    assert d.chosen == "b" and d.propensity == 1.0 and d.candidates[0].probability == 0.0
+    d = shuffle(["a", "b"], ["m", "n"], [None, None], random.Random(0))
+    assert d.propensity == 0.5 and d.lam is None
+    assert pinned("x", "m").outcome == "pinned"
 
 
 # ------------------------------------------------------------------------------ targets
@@ -189,8 +217,8 @@ def test_lambda_grid_spans_breakpoints():
     grid = lambda_grid(pq, cost)
     assert grid[0] == 0.0 and np.all(np.diff(grid) > 0)
     assert grid.min() < 1 / 0.9 < grid.max()
-    # one model dominating everywhere: lambda cannot matter
-    assert lambda_grid(np.array([[0.9, 0.1]]), np.array([[0.1, 1.0]])).tolist() == [0.0]
+    # one model dominating everywhere: lambda cannot matter (0 and the cheapest limit only)
+    assert lambda_grid(np.array([[0.9, 0.1]]), np.array([[0.1, 1.0]])).tolist() == [0.0, math.inf]
 
 
 def test_calibrate_quality_target_known_answer():
@@ -424,5 +452,3 @@ def test_resolve_candidates_feeds_decide():
         mapping_rules=res.mapping_rules,
     )
     assert d.chosen == "d3" and d.candidates[2].mapped_from == "pricey"
-    with pytest.raises(ValueError, match="not know"):
-        check_aliases({"x": "nope"}, KNOWN)

@@ -37,7 +37,7 @@ from routeiq.integrations.litellm import (  # noqa: E402
     parse_settings,
     uninstall,
 )
-from routeiq.integrations.litellm.decision_log import JsonlFileSink  # noqa: E402
+from routeiq.serving.decision_log import JsonlFileSink  # noqa: E402
 from routeiq.integrations.litellm.demo import (  # noqa: E402
     CHEAP,
     STRONG,

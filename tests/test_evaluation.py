@@ -13,20 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from routeiq.decision.choice import choose, lambda_grid, switch_points
 from routeiq.evaluation import (
     Curve,
     aiq,
-    choose,
     evaluate,
     evaluate_router,
-    lambda_grid,
     oracle_point,
     plot_frontier,
     plot_report,
     report_curve,
     single_models,
     sweep,
-    switch_points,
     two_model_curve,
     upper_frontier,
 )

@@ -76,13 +76,13 @@ def setup(demo_artifact: Path, tmp_path: Path, tracing: tuple) -> Any:
 
 async def settle(strategy: Any, n: int) -> list:
     """Wait until n records are written (LiteLLM runs success callbacks in the background)."""
+    log = strategy.engine.decision_log
     for _ in range(200):
-        strategy.decision_log.flush_expired()
-        path = strategy.decision_log.path
-        if path.exists() and len(path.read_text().splitlines()) >= n:
+        log.flush()
+        if log.path.exists() and len(log.path.read_text().splitlines()) >= n:
             break
         await asyncio.sleep(0.02)
-    return [json.loads(line) for line in strategy.decision_log.path.read_text().splitlines()]
+    return [json.loads(line) for line in log.path.read_text().splitlines()]
 
 
 def decision_spans(exporter: InMemorySpanExporter) -> list:
@@ -92,7 +92,7 @@ def decision_spans(exporter: InMemorySpanExporter) -> list:
 async def test_decisions_follow_the_router(setup: Any) -> None:
     router, strategy, exporter, registry, _ = setup
     # The router's own view: code -> strong, chit-chat -> cheap at lambda 20.
-    learned = next(iter(strategy.routers.values()))
+    learned = next(iter(strategy.engine.registry.all()))
     q_code, q_chat = learned.predict_quality([CODE, CHAT])
     assert q_code[0] - q_code[1] > 0.5 and abs(q_chat[0] - q_chat[1]) < 0.3
 
@@ -134,7 +134,7 @@ async def test_decisions_follow_the_router(setup: Any) -> None:
     assert first["outcomes"][STRONG]["cost"] > 0
     assert first["id"].startswith(f"{os.getpid()}-")
     # The log is valid core-format training data.
-    parsed = read_records(strategy.decision_log.path)
+    parsed = read_records(strategy.engine.decision_log.path)
     assert [r.decision.chosen for r in parsed] == [STRONG, CHEAP, STRONG]
 
     count = registry.get_sample_value(
@@ -180,15 +180,14 @@ async def test_cooled_down_deployment_is_never_chosen(demo_artifact: Path, traci
     )
     try:
         assert served(await ask(router, CODE)) == "strong"  # after one retry
-        healthy = await strategy._healthy(
-            "chat", {}, [{"role": "user", "content": CODE}], None, False, None
-        )
+        healthy = await strategy.healthy("chat", {}, [{"role": "user", "content": CODE}])
         assert {d["model_info"]["id"] for d in healthy} == {"strong", "cheap"}  # cooled down
         chosen = {served(await ask(router, f"{CODE} Variant {i}.")) for i in range(5)}
         assert chosen == {"strong"}
         spans = decision_spans(exporter)
         picks = [s.attributes["routeiq.chosen.deployment"] for s in spans]
         assert picks == ["flaky"] + ["strong"] * 6
+        assert spans[1].attributes["routeiq.decision.attempt"] == 2
         for span in spans[1:]:
             assert "flaky" not in span.attributes["routeiq.candidates.deployments"]
     finally:
@@ -230,8 +229,8 @@ async def test_pinned_deployment_is_respected(setup: Any) -> None:
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        ([{"role": "user", "content": "   "}], "empty or whitespace"),
-        ([{"role": "system", "content": "You are terse."}], "no user message"),
+        ([{"role": "user", "content": "   "}], "no routable text: user message 0 is empty"),
+        ([{"role": "system", "content": "You are terse."}], "no routable text: no user message"),
         (
             [
                 {
@@ -241,25 +240,30 @@ async def test_pinned_deployment_is_respected(setup: Any) -> None:
                     ],
                 }
             ],
-            "no text parts",
+            "no routable text: user message 0 has no text parts",
         ),
-        ([{"role": "user", "content": "x" * 2_000_001}], "more than the 2,000,000 allowed"),
+        ([{"role": "user", "content": "x" * 2_000_001}], "prompt too long: 2,000,001 characters"),
     ],
     ids=["whitespace", "no-user-turn", "image-only", "huge"],
 )
-async def test_bad_messages_get_clear_errors(
-    demo_artifact: Path, messages: list, expected: str
+async def test_requests_without_routable_text_are_served_by_the_fallback_rule(
+    demo_artifact: Path, tracing: tuple, messages: list, expected: str
 ) -> None:
+    provider, exporter = tracing
     router = Router(model_list=model_list(), num_retries=0)
     settings = RouteIQSettings.model_validate(
         {"router": demo_artifact, "max_prompt_chars": 2_000_000}
     )
-    strategy = install(router, settings)
+    registry = prometheus_client.CollectorRegistry()
+    strategy = install(router, settings, metrics=RouteIQMetrics(registry), tracer_provider=provider)
     try:
-        with pytest.raises(litellm.BadRequestError) as info:
-            await router.acompletion(model="chat", messages=messages)
-        assert expected in str(info.value)
-        assert "RouteIQ cannot route this request to model group 'chat'" in str(info.value)
+        response = await router.acompletion(model="chat", messages=messages)
+        assert served(response) == "cheap"  # the cheapest healthy deployment
+        attrs = decision_spans(exporter)[-1].attributes
+        assert attrs["routeiq.decision.outcome"] == "fallback"
+        assert attrs["routeiq.fallback_reason"].startswith(expected)
+        labels = {"model_group": "chat", "reason": expected.split(":")[0]}
+        assert registry.get_sample_value("routeiq_fallbacks_total", labels) == 1
     finally:
         uninstall(router, strategy)
 
@@ -282,9 +286,9 @@ async def test_client_overrides_only_where_allowed(setup: Any) -> None:
 class SlowRouter(LearnedRouter):
     """A router that takes far longer than the decision timeout."""
 
-    def route(self, *args: Any, **kwargs: Any) -> Any:
+    def score(self, *args: Any, **kwargs: Any) -> Any:
         time.sleep(0.5)
-        return super().route(*args, **kwargs)
+        return super().score(*args, **kwargs)
 
 
 async def test_slow_router_falls_back_to_cheapest_without_blocking(
@@ -294,7 +298,9 @@ async def test_slow_router_falls_back_to_cheapest_without_blocking(
     slow = LearnedRouter.load(demo_artifact)
     slow.__class__ = SlowRouter
     router = Router(model_list=model_list(), num_retries=0)
-    settings = RouteIQSettings.model_validate({"lambda": 20.0, "decision_timeout_ms": 20})
+    settings = RouteIQSettings.model_validate(
+        {"lambda": 20.0, "decision_timeout_ms": 20, "scoring": "thread"}
+    )
     strategy = install(router, settings, default_router=slow, tracer_provider=provider)
     try:
         ticks = 0
@@ -360,7 +366,7 @@ def test_config_errors_are_clear(demo_artifact: Path, tmp_path: Path) -> None:
         ]
     )
     with pytest.raises(RouteIQConfigError, match="none of its deployments maps"):
-        install(odd, RouteIQSettings.model_validate({"router": demo_artifact}))
+        install(odd, RouteIQSettings.model_validate({"router": demo_artifact, "strict": True}))
     named = Router(
         model_list=[
             {
@@ -396,9 +402,111 @@ def test_decision_log_expires_pending_decisions(tmp_path: Path) -> None:
     log.add_decision({"id": "a", "prompt": "hello", "decision": decision})
     now[0] = 11.0
     log.add_decision({"id": "b", "prompt": "hello again", "decision": decision})
+    assert log.flush_expired() == 1 and log.flush()
     assert [r.id for r in read_records(tmp_path / "d.jsonl")] == ["a"]  # a expired unjoined
-    assert log.add_outcome("b", cost=0.1, latency_ms=5.0, status="success")
-    assert not log.add_outcome("zzz", cost=0.1, latency_ms=5.0, status="success")
+    assert log.add_outcome("b", {"cost": 0.1, "latency_ms": 5.0, "status": "success"})
+    assert not log.add_outcome("zzz", {"status": "success"})
+    log.close()
     records = {r.id: r for r in read_records(tmp_path / "d.jsonl")}
     assert records["b"].outcomes["m"].cost == 0.1
     assert records["a"].outcomes == {}
+
+
+async def test_unmapped_groups_are_served_by_the_shuffle_rule(
+    demo_artifact: Path, tracing: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, exporter = tracing
+    router = Router(
+        model_list=[
+            *model_list(),
+            deployment("odd", "o1", "mystery-model-a", STRONG_PRICE, "a"),
+            deployment("odd", "o2", "mystery-model-b", CHEAP_PRICE, "b"),
+            {
+                "model_name": "embed",
+                "litellm_params": {
+                    "model": "openai/text-embedding-3-small",
+                    "api_key": "fake",
+                    "mock_response": [0.1, 0.2, 0.3],
+                },
+                "model_info": {"id": "e1"},
+            },
+        ]
+    )
+    with caplog.at_level("WARNING", logger="routeiq"):
+        strategy = install(
+            router,
+            RouteIQSettings.model_validate({"router": demo_artifact, "lambda": 20.0}),
+            tracer_provider=provider,
+            rng=__import__("random").Random(0),
+        )
+    try:
+        warnings = [r.getMessage() for r in caplog.records if "shuffle rule" in r.getMessage()]
+        assert len(warnings) == 1 and "'embed'" in warnings[0] and "'odd'" in warnings[0]
+        picks = {served(await ask(router, CHAT, model="odd")) for _ in range(12)}
+        assert picks == {"o1", "o2"}
+        emb = await router.aembedding(model="embed", input=["hello"])
+        assert emb._hidden_params["model_id"] == "e1"
+        spans = decision_spans(exporter)
+        assert {s.attributes["routeiq.decision.outcome"] for s in spans} == {"shuffle"}
+        assert spans[0].attributes["routeiq.propensity"] == 0.5
+        assert served(await ask(router, CODE)) == "strong"  # mapped groups still route
+    finally:
+        uninstall(router, strategy)
+
+
+async def _always_failing_run(strategy_settings: dict | None, n: int) -> tuple[int, list]:
+    """n requests to a group whose cheapest deployment always fails, num_retries 2."""
+    router = Router(
+        model_list=[
+            deployment("chat", "bad", CHEAP, CHEAP_PRICE, Exception("provider down")),
+            deployment("chat", "good", STRONG, STRONG_PRICE, "ok"),
+        ],
+        num_retries=2,
+        retry_after=0,
+        allowed_fails=1000,  # LiteLLM's cooldown never rescues us: the router must
+    )
+    strategy = None
+    if strategy_settings is not None:
+        strategy = install(router, RouteIQSettings.model_validate(strategy_settings))
+    errors, served_by = 0, []
+    try:
+        for i in range(n):
+            try:
+                served_by.append(served(await ask(router, f"{CHAT} ({i})")))
+            except Exception:
+                errors += 1
+        if strategy is not None:  # success callbacks run in background tasks: let them land
+            for _ in range(250):
+                if strategy.engine.decision_log.pending() == 0:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        if strategy is not None:
+            uninstall(router, strategy)
+    return errors, served_by
+
+
+async def test_retries_avoid_the_deployment_that_failed(demo_artifact: Path, tmp_path: Path):
+    # Chit-chat goes to the cheap deployment, which always fails: without learning within
+    # the request, every retry would pick it again.
+    log = tmp_path / "decisions.jsonl"
+    settings = {"router": demo_artifact, "lambda": 20.0, "decision_log": log}
+    errors, served_by = await _always_failing_run(settings, 50)
+    stock_errors, _ = await _always_failing_run(None, 50)  # simple-shuffle, reported beside
+    print(f"50 requests, num_retries 2: RouteIQ {errors} errors, simple-shuffle {stock_errors}")
+    assert errors == 0 and set(served_by) == {"good"}
+    records = read_records(log)
+    assert len(records) == 100  # each request: the failed attempt, then the retry
+    first = [r for r in records if r.decision.attempt == 1]
+    retries = [r for r in records if r.decision.attempt == 2]
+    assert len(first) == len(retries) == 50
+    assert all(r.decision.deployment == "bad" for r in first)
+    assert all(r.outcomes[CHEAP].status == "failure" for r in first)
+    assert all(r.outcomes[STRONG].status == "success" for r in retries)
+    assert all("retry: excluded bad" in (r.decision.rule or "") for r in retries)
+    assert all(
+        c.excluded and c.excluded.startswith("retry: failed earlier")
+        for r in retries
+        for c in r.decision.candidates
+        if c.deployment == "bad"
+    )

@@ -17,9 +17,10 @@ from routeiq.data.dataset import DataError, RoutingDataset
 from routeiq.data.prices import estimate_tokens
 from routeiq.data.prompts import Prompt, prompt_text
 from routeiq.decision.calibrate import Calibration, Target, calibrate_lambda, parse_target
+from routeiq.decision.choice import check_lambda
 from routeiq.decision.cost_model import CostModel
-from routeiq.decision.policy import Decision, check_lambda, decide
-from routeiq.decision.unknown import resolve_candidates
+from routeiq.decision.decision import Decision, decide
+from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
 from routeiq.estimator import Estimator
 from routeiq.features import featurizer_class
 from routeiq.features.base import Featurizer
@@ -34,11 +35,13 @@ MAX_CACHED_TARGETS = 256
 class Candidate:
     """One routable option: ``name`` is what the decision returns (a deployment id),
     ``model`` what the router knows it as, ``cost`` the caller's USD estimate for this request
-    (None: the router's own cost model predicts it)."""
+    (None: the router's own cost model predicts it), ``weight`` its share under the shuffle
+    rule (LiteLLM's deployment ``weight``)."""
 
     name: str
     model: str
     cost: float | None = None
+    weight: float = 1.0
 
 
 def _library_version() -> str:
@@ -119,21 +122,27 @@ class LearnedRouter:
         cost = np.where(np.isnan(data.cost), self.cost_model.predict(tokens), data.cost)
         return {"predicted_quality": pred, "cost": cost, "true_quality": data.quality}
 
+    def is_calibrated(self, target: str | Target) -> bool:
+        """Whether ``target`` is already calibrated (a cache hit costs nothing)."""
+        target = parse_target(target) if isinstance(target, str) else target
+        return repr(target) in self._calibrations
+
     def calibrate(self, target: str | Target) -> Calibration:
         """Lambda meeting ``target`` on the stored out-of-fold predictions (cached per target)."""
         self._check_fitted()
         target = parse_target(target) if isinstance(target, str) else target
         key = repr(target)
+        cached = self._calibrations.get(key)
+        if cached is not None:
+            return cached
+        # Calibrate outside the lock: a slow new target must not hold up other threads.
+        cal = self.calibration_
+        fresh = calibrate_lambda(target, cal["predicted_quality"], cal["cost"], cal["true_quality"])
         with self._lock:
-            if key not in self._calibrations:
-                # Targets can come from clients (per-request overrides): keep the cache bounded.
-                if len(self._calibrations) >= MAX_CACHED_TARGETS:
-                    self._calibrations.pop(next(iter(self._calibrations)))
-                cal = self.calibration_
-                self._calibrations[key] = calibrate_lambda(
-                    target, cal["predicted_quality"], cal["cost"], cal["true_quality"]
-                )
-            return self._calibrations[key]
+            # Targets can come from clients (per-request overrides): keep the cache bounded.
+            if key not in self._calibrations and len(self._calibrations) >= MAX_CACHED_TARGETS:
+                self._calibrations.pop(next(iter(self._calibrations)))
+            return self._calibrations.setdefault(key, fresh)
 
     # -- inference --------------------------------------------------------------------------
 
@@ -144,6 +153,37 @@ class LearnedRouter:
     def predict_cost(self, texts: Sequence[str]) -> np.ndarray:
         self._check_fitted()
         return self.cost_model.predict(np.array([estimate_tokens(t) for t in texts]))
+
+    def tradeoff(
+        self, lam: float | None = None, target: str | Target | None = None
+    ) -> tuple[float, str | None]:
+        """(lambda, rule text) for an explicit ``lam``, a ``target``, or the router's own."""
+        if target is not None:
+            cal = self.calibrate(target)
+            return cal.lam, cal.rule
+        if lam is not None:
+            return check_lambda(lam), None
+        if self.target is not None:
+            return self.lam, self.calibrate(self.target).rule
+        return self.lam, None
+
+    def score(self, text: str, candidates: Sequence[Candidate]) -> ResolvedCandidates:
+        """Predicted quality and cost of each candidate for one routing text.
+
+        Candidates the router does not know are mapped by the unknown-model rule
+        (:mod:`routeiq.decision.unknown`); a candidate's own ``cost`` wins over the cost model.
+        """
+        self._check_fitted()
+        quality = self.predict_quality([text])[0]
+        cost = self.predict_cost([text])[0]
+        return resolve_candidates(
+            [c.model for c in candidates],
+            self.models_,
+            quality,
+            cost,
+            candidate_costs=[c.cost for c in candidates],
+            aliases=self.aliases,
+        )
 
     def route(
         self,
@@ -156,29 +196,13 @@ class LearnedRouter:
         """Choose among ``candidates`` (default: every model the router knows)."""
         self._check_fitted()
         text = prompt_text(prompt)
-        quality = self.predict_quality([text])[0]
-        cost = self.predict_cost([text])[0]
         if candidates is None:
             candidates = [Candidate(name=m, model=m) for m in self.models_]
         if not candidates:
             raise ValueError("no candidates to route between")
-        rule = None
-        if target is not None:
-            cal = self.calibrate(target)
-            lam, rule = cal.lam, cal.rule
-        elif lam is None:
-            lam = self.lam
-            if self.target is not None:
-                rule = self.calibrate(self.target).rule
-        resolved = resolve_candidates(
-            [c.model for c in candidates],
-            self.models_,
-            quality,
-            cost,
-            candidate_costs=[c.cost for c in candidates],
-            aliases=self.aliases,
-        )
-        return decide(
+        lam, rule = self.tradeoff(lam, target)
+        resolved = self.score(text, candidates)
+        decision = decide(
             names=[c.name for c in candidates],
             models=[c.model for c in candidates],
             quality=resolved.quality,
@@ -188,6 +212,7 @@ class LearnedRouter:
             mapped_from=resolved.mapped_from,
             mapping_rules=resolved.mapping_rules,
         )
+        return decision.with_context(router=self.digest or None)
 
     # -- artifacts --------------------------------------------------------------------------
 

@@ -242,22 +242,5 @@ def route(
     if as_json:
         console.print_json(json.dumps(decision.to_dict()))
         return
-    table = Table(title=decision.rule, caption=f"lambda = {decision.lam:.6g}")
-    for col in ("candidate", "model", "pred. quality", "cost $", "utility"):
-        table.add_column(col)
-    for row in decision.candidates:
-        mark = "→ " if row.name == decision.chosen else "  "
-        model = row.model + (f" (as {row.mapped_from})" if row.mapped_from else "")
-        table.add_row(
-            mark + row.name,
-            model,
-            f"{row.predicted_quality:.3f}",
-            f"{row.cost:.6f}",
-            f"{row.utility:.4f}",
-        )
-    console.print(table)
+    console.print(decision)  # Decision renders itself as a rich table
     console.print(f"chosen: [bold]{decision.chosen}[/]")
-
-
-def main() -> None:
-    app()

@@ -97,21 +97,6 @@ class RoutingDataset:
             raise DataError(f"no rows in split {name!r}; splits are {sorted(set(self.splits))}")
         return self.subset(rows)
 
-    def select_models(self, models: Sequence[str]) -> RoutingDataset:
-        unknown = [m for m in models if m not in self.models]
-        if unknown:
-            raise DataError(f"unknown models {unknown}; known: {self.models}")
-        cols = [self.models.index(m) for m in models]
-        return RoutingDataset(
-            prompts=list(self.prompts),
-            models=list(models),
-            quality=self.quality[:, cols],
-            cost=self.cost[:, cols],
-            ids=list(self.ids),
-            tasks=list(self.tasks),
-            splits=list(self.splits),
-        )
-
     def labelled(self) -> RoutingDataset:
         """Rows with at least one observed quality."""
         return self.subset(np.flatnonzero(~np.isnan(self.quality).all(axis=1)))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from routeiq.data.dataset import DataError
 
@@ -91,14 +92,27 @@ class PriceTable:
         return input_tokens * price[0] + output_tokens * price[1]
 
 
+def price_fields(source: Mapping[str, Any] | None) -> Price | None:
+    """``(input_cost_per_token, output_cost_per_token)`` of a mapping (LiteLLM's field names),
+    or None unless both are numbers >= 0."""
+    if not source:
+        return None
+    inp, out = source.get("input_cost_per_token"), source.get("output_cost_per_token")
+    if _nonneg(inp) and _nonneg(out):
+        return float(inp), float(out)
+    return None
+
+
 def litellm_price(model: str) -> Price | None:
     """Per-token prices from litellm's bundled cost map, or None (unknown model or no litellm).
 
     Tries ``model`` as given, then without its provider prefixes (``openai/gpt-4o`` ->
     ``gpt-4o``). litellm is imported lazily: it is optional and takes seconds to import.
+    Before the first import, ``LITELLM_LOCAL_MODEL_COST_MAP`` is set so litellm reads the
+    price map it ships instead of fetching one; once imported that setting is moot.
     """
-    # Use the price map shipped with litellm; never fetch one over the network.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    if "litellm" not in sys.modules:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         import litellm
     except ImportError:
@@ -107,10 +121,32 @@ def litellm_price(model: str) -> Price | None:
     for k in range(len(parts)):
         entry = litellm.model_cost.get("/".join(parts[k:]))
         if isinstance(entry, dict):
-            inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-            if _nonneg(inp) and _nonneg(out):
-                return float(inp), float(out)
+            price = price_fields(entry)
+            if price is not None:
+                return price
     return None
+
+
+def estimate_request_tokens(messages: Any = None, input: Any = None) -> int:
+    """Estimated input tokens of a whole request: every message's text (not only the last),
+    or a text ``input``; at least 1."""
+    texts: list[str] = []
+    if messages:
+        for msg in messages:
+            content = msg.get("content") if isinstance(msg, Mapping) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(
+                    part["text"]
+                    for part in content
+                    if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+                )
+    elif isinstance(input, str):
+        texts.append(input)
+    elif isinstance(input, list):
+        texts.extend(x for x in input if isinstance(x, str))
+    return max(1, sum(estimate_tokens(t) for t in texts)) if texts else 1
 
 
 def _nonneg(value: object) -> TypeGuard[float]:

@@ -38,6 +38,19 @@ def prompt_text(prompt: Prompt) -> str:
     raise PromptError(f"no user message among {len(prompt)} messages")
 
 
+def request_text(messages: Any = None, input: Any = None) -> str:
+    """The routing text of an API request: chat ``messages``, else a text ``input``
+    (completions, or a list of strings); :class:`PromptError` when there is none (only
+    images or audio, no user turn, token ids, an empty request)."""
+    if messages is not None:
+        return prompt_text(list(messages) if isinstance(messages, tuple) else messages)
+    if isinstance(input, str):
+        return prompt_text(input)
+    if isinstance(input, list) and input and all(isinstance(x, str) for x in input):
+        return prompt_text("\n".join(input))
+    raise PromptError("the request has no chat messages or text input to route on")
+
+
 def _content_text(content: Any, index: int) -> str:
     where = f"user message {index}"
     if isinstance(content, str):

@@ -17,7 +17,9 @@ OpenAI chat messages; the routing text is its last user turn. ``outcomes`` maps 
 what was observed: ``quality`` in [0, 1], ``cost`` in USD, ``latency_ms``, ``status``; null or
 absent means not observed. ``decision`` is what the router did: the candidates it scored, the
 model it chose (a key of ``outcomes``), and the probability of that choice (``propensity``, for
-off-policy evaluation).
+off-policy evaluation); the gateway also logs the chosen ``deployment``, the ``rule``,
+``outcome`` and ``fallback_reason``, the model ``group``, the ``attempt`` (2+ for retries and
+fallback hops) and any client ``override`` (see :meth:`routeiq.decision.Decision.to_record`).
 
 Lines with the same ``id`` merge in file order: later lines set top-level fields and add or
 override outcome fields, so feedback can arrive later as
@@ -56,6 +58,7 @@ class Outcome(_Strict):
     cost: NonNeg | None = None
     latency_ms: NonNeg | None = None
     status: str | None = None
+    error_type: str | None = None
 
 
 class RecordCandidate(_Strict):
@@ -64,14 +67,27 @@ class RecordCandidate(_Strict):
     predicted_quality: float | None = None
     cost: NonNeg | None = None
     probability: Unit | None = None
+    excluded: str | None = None  # why it could not be chosen (e.g. failed earlier)
 
 
 class RecordDecision(_Strict):
+    """What the router did. Fields after ``router`` were added with the serving engine; logs
+    written before it lack them and still load (every one is optional)."""
+
     candidates: list[RecordCandidate] = Field(default_factory=list)
     chosen: str
     propensity: Annotated[float, Field(gt=0, le=1)]
     lam: NonNeg | None = Field(default=None, alias="lambda")
     router: str | None = None
+    deployment: str | None = None  # the chosen candidate (several may share one model)
+    cheapest: bool | None = None  # true: lambda was inf (JSON has no inf)
+    rule: str | None = None
+    outcome: str | None = None  # routed | fallback | pinned | cheapest | shuffle
+    fallback_reason: str | None = None
+    group: str | None = None
+    attempt: Annotated[int, Field(ge=1)] | None = None  # 2+: a retry or fallback hop
+    override: str | None = None
+    variant: str | None = None  # experiment arm
 
 
 class RouteRecord(_Strict):

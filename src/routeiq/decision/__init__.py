@@ -1,4 +1,8 @@
-"""Turning predicted quality and cost into a routing decision, and fitting lambda to a target."""
+"""Turning predicted quality and cost into a routing decision, and fitting lambda to a target.
+
+:mod:`.choice` is the one choice kernel (serving, calibration and evaluation all use it);
+:mod:`.decision` the one :class:`Decision` type and the rules that make one.
+"""
 
 from routeiq.decision.calibrate import (
     BudgetTarget,
@@ -7,22 +11,22 @@ from routeiq.decision.calibrate import (
     QualityTarget,
     Target,
     calibrate_lambda,
-    lambda_grid,
     parse_target,
 )
-from routeiq.decision.policy import (
-    CandidateRow,
-    Decision,
+from routeiq.decision.choice import (
+    best_single,
+    cheapest_single,
     check_lambda,
-    choose_indices,
-    decide,
-    fallback_decision,
+    choose,
+    choose_one,
+    lambda_grid,
+    switch_points,
 )
+from routeiq.decision.decision import CandidateRow, Decision, cheapest, decide, pinned, shuffle
 from routeiq.decision.unknown import (
     MEAN_OF_KNOWN,
     ModelMapping,
     ResolvedCandidates,
-    check_aliases,
     map_model,
     resolve_candidates,
 )
@@ -38,14 +42,19 @@ __all__ = [
     "QualityTarget",
     "ResolvedCandidates",
     "Target",
+    "best_single",
     "calibrate_lambda",
-    "check_aliases",
+    "cheapest",
+    "cheapest_single",
     "check_lambda",
-    "choose_indices",
+    "choose",
+    "choose_one",
     "decide",
-    "fallback_decision",
     "lambda_grid",
     "map_model",
     "parse_target",
+    "pinned",
     "resolve_candidates",
+    "shuffle",
+    "switch_points",
 ]

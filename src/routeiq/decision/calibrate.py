@@ -6,11 +6,12 @@ true quality), :class:`BudgetTarget` ("at most $Y per 1k requests") and
 single model is the one with the highest mean true quality on the calibration data; the most
 expensive model the one with the highest mean cost there.
 
-:func:`calibrate_lambda` evaluates every lambda of a grid (0, a log grid over the range where
-decisions change, and quantiles of the breakpoints) and keeps the cheapest one meeting the
-target. Realised true quality is not monotone in lambda on noisy data, so the whole grid is
-scanned (no bisection). An unreachable target is not an error: the best achievable lambda is
-returned with ``met=False`` and an explanation.
+:func:`calibrate_lambda` evaluates every lambda of the sweep grid that evaluation uses
+(:func:`routeiq.decision.choice.lambda_grid`: 0, one lambda per distinct set of choices or
+quantiles of the switch points, inf) with the same choice kernel, and keeps the cheapest one
+meeting the target. Realised true quality is not monotone in lambda on noisy data, so the
+whole grid is scanned (no bisection). An unreachable target is not an error: the best
+achievable lambda is returned with ``met=False`` and an explanation.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from routeiq.decision.policy import _choose, _validate
+from routeiq.decision.choice import best_single, choose, lambda_grid, nanmean, validate
 
 # Floating-point slack when comparing realised means with a target.
 _EPS = 1e-9
-# Cap on (row, model-pair) breakpoints examined when building the grid.
-_MAX_PAIRS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -159,38 +158,6 @@ def parse_target(text: str) -> Target:
     return ExpensiveShareTarget(value)
 
 
-def lambda_grid(predicted_quality: Any, cost: Any, n_points: int = 200) -> np.ndarray:
-    """Sorted lambdas: 0, a log grid and breakpoint quantiles over where decisions change.
-
-    A row switches between models j and k at ``lambda = (q_j - q_k) / (c_j - c_k)`` when one is
-    both better and dearer. The log grid spans half the smallest to twice the largest such
-    breakpoint, so its top picks the cheapest model on every row.
-    """
-    q, c, _ = _validate(predicted_quality, cost, None)
-    if n_points < 2:
-        raise ValueError(f"n_points must be >= 2, got {n_points}")
-    n, m = q.shape
-    pairs = n * m * (m - 1) // 2
-    if pairs > _MAX_PAIRS:  # evenly spaced rows: enough to find the range and its quantiles
-        rows = np.linspace(0, n - 1, max(1, _MAX_PAIRS * n // pairs)).astype(np.int64)
-        q, c = q[rows], c[rows]
-    ratios = []
-    for j in range(m):
-        for k in range(j + 1, m):
-            dq, dc = q[:, j] - q[:, k], c[:, j] - c[:, k]
-            ok = dq * dc > 0
-            ratios.append(dq[ok] / dc[ok])
-    r = np.concatenate(ratios) if ratios else np.empty(0)
-    r = r[np.isfinite(r) & (r > 0)]
-    if r.size == 0:  # one model dominates on every row: lambda cannot change any decision
-        return np.array([0.0])
-    lo, hi = float(r.min()) / 2, float(r.max()) * 2
-    grid = np.concatenate(
-        [[0.0], np.geomspace(lo, hi, n_points), np.quantile(r, np.linspace(0, 1, n_points))]
-    )
-    return np.unique(grid)
-
-
 @dataclass(frozen=True, eq=False)
 class Calibration:
     """The fitted lambda, whether the target was met, and what it achieved on the data."""
@@ -239,7 +206,7 @@ def calibrate_lambda(
             f"target must be a QualityTarget, BudgetTarget or "
             f"ExpensiveShareTarget (see parse_target), got {target!r}"
         )
-    pq, c, _ = _validate(predicted_quality, cost, None)
+    pq, c, _ = validate(predicted_quality, cost)
     n_in = pq.shape[0]
     tq = None
     if true_quality is not None:
@@ -264,23 +231,20 @@ def calibrate_lambda(
     rows = np.arange(n)
     mean_cost = c.mean(axis=0)
     # Budget/share targets keep partially labelled rows; quality is then over labelled pairs.
-    mean_q = _nanmean(tq, axis=0) if tq is not None else pq.mean(axis=0)
-    # Best single model: highest mean true quality; ties to the cheaper, then the earlier.
-    best = int(np.lexsort((np.arange(len(mean_q)), mean_cost, -np.nan_to_num(mean_q, nan=-1)))[0])
+    mean_q = nanmean(tq, axis=0) if tq is not None else pq.mean(axis=0)
+    best = best_single(tq if tq is not None else pq, c)
     expensive = int(np.argmax(mean_cost))
 
     grid = lambda_grid(pq, c, n_points)
-    avail = np.ones(pq.shape, dtype=bool)
+    chosen = choose(pq, c, grid)  # (grid, rows): the kernel evaluation sweeps with
     curve = {
-        key: np.empty(grid.size)
-        for key in ("quality", "predicted_quality", "cost", "expensive_share")
+        "cost": c[rows, chosen].mean(axis=1),
+        "predicted_quality": pq[rows, chosen].mean(axis=1),
+        "quality": nanmean(tq[rows, chosen], axis=1)
+        if tq is not None
+        else np.full(grid.size, np.nan),
+        "expensive_share": (chosen == expensive).mean(axis=1),
     }
-    for g, lam in enumerate(grid):
-        idx = _choose(pq, c, float(lam), avail)
-        curve["cost"][g] = c[rows, idx].mean()
-        curve["predicted_quality"][g] = pq[rows, idx].mean()
-        curve["quality"][g] = _nanmean(tq[rows, idx]) if tq is not None else np.nan
-        curve["expensive_share"][g] = np.mean(idx == expensive)
 
     best_q = float(mean_q[best])
     if isinstance(target, QualityTarget):
@@ -349,15 +313,6 @@ def _last_argmax(values: np.ndarray) -> int:
     """Index of the maximum, ties to the last (the largest lambda: cheapest, and the most
     robustly so on new data)."""
     return int(len(values) - 1 - np.argmax(values[::-1]))
-
-
-def _nanmean(values: np.ndarray, axis: int | None = None) -> Any:
-    """Mean over finite entries; NaN (no warning) where there are none."""
-    finite = np.isfinite(values)
-    total = np.where(finite, values, 0.0).sum(axis=axis)
-    count = finite.sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return total / count
 
 
 def _opt(value: float) -> float | None:

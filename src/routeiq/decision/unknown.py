@@ -140,13 +140,3 @@ def resolve_candidates(
         cost=np.array([mp.cost for mp in maps], dtype=np.float64),
         mappings=maps,
     )
-
-
-def check_aliases(aliases: Mapping[str, str], known_models: Sequence[str]) -> None:
-    """Config-time check: every alias must point to a known model (routing never raises)."""
-    bad = {k: v for k, v in aliases.items() if v not in set(known_models)}
-    if bad:
-        raise ValueError(
-            f"aliases point to models the router does not know: {bad}; "
-            f"known models: {list(known_models)}"
-        )

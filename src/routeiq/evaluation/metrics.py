@@ -8,12 +8,13 @@ Inputs
     be complete (no NaN): evaluate on the fully labelled rows only.
 
 Sweep
-    A router is swept over a willingness-to-pay ``lam``: per row it picks the argmax of
-    ``P - lam * C_hat``; ties go to the lower predicted cost, then the lower column index.
-    ``lam = inf`` picks the cheapest predicted model (ties to the higher predicted quality).
-    Each lambda gives one operating point: mean true cost, mean true quality, share of calls
-    per model. The default grid is adaptive: it is exact (one lambda per distinct set of
-    decisions) when there are few decision changes, otherwise it mixes quantiles of the
+    A router is swept over a willingness-to-pay ``lam`` with the serving and calibration
+    kernel (:mod:`routeiq.decision.choice`): per row the argmax of ``P - lam * C_hat``; ties
+    go to the lower predicted cost, then the lower column index. ``lam = inf`` picks the
+    cheapest predicted model (ties to the higher predicted quality). Each lambda gives one
+    operating point: mean true cost, mean true quality, share of calls per model. The default
+    grid (:func:`routeiq.decision.choice.lambda_grid`) is exact (one lambda per distinct set
+    of decisions) when there are few decision changes, otherwise it mixes quantiles of the
     switching lambdas with a log-spaced grid over their range.
 
 Frontier (the convention used for AIQ, cost-to-match and plots)
@@ -57,8 +58,8 @@ from typing import Any
 
 import numpy as np
 
-# Elements per temporary (lambdas x rows x models) block in the sweep: bounds memory at ~32 MB.
-_BLOCK = 4_000_000
+from routeiq.decision.choice import best_single, cheapest_single, choose, lambda_grid
+
 # Quality comparisons (cost-to-match, CPT) tolerate float rounding of means.
 _EPS = 1e-12
 
@@ -148,88 +149,6 @@ class Curve:
         if self.shares is not None:
             out["shares"] = [[float(v) for v in row] for row in self.shares]
         return out
-
-
-def _sorted_by_cost(P: np.ndarray, C_hat: np.ndarray) -> tuple[np.ndarray, ...]:
-    # Columns reordered per row by predicted cost, so "first argmax" means "cheapest among ties".
-    order = np.argsort(C_hat, axis=1, kind="stable")
-    return order, np.take_along_axis(P, order, 1), np.take_along_axis(C_hat, order, 1)
-
-
-def choose(P: Any, C_hat: Any, lambdas: Any) -> np.ndarray:
-    """Chosen model per (lambda, row): argmax of ``P - lam*C_hat``, ties to cheaper. (L, n) ints."""
-    P = _matrix("P (predicted quality)", P)
-    C_hat = _matrix("C_hat (predicted cost)", C_hat, P.shape)
-    lam = _lambdas(lambdas)
-    n, m = P.shape
-    order, Ps, Cs = _sorted_by_cost(P, C_hat)
-    rows = np.arange(n)
-    out = np.empty((lam.size, n), dtype=np.intp)
-    finite = np.flatnonzero(np.isfinite(lam))
-    step = max(1, _BLOCK // (n * m))
-    for start in range(0, finite.size, step):
-        idx = finite[start : start + step]
-        k = (Ps[None] - lam[idx, None, None] * Cs[None]).argmax(axis=2)
-        out[idx] = order[rows[None, :], k]
-    infinite = np.flatnonzero(np.isinf(lam))
-    if infinite.size:
-        # The limit lam -> inf: cheapest predicted cost, then highest predicted quality.
-        k = np.where(Cs == Cs[:, :1], Ps, -np.inf).argmax(axis=1)
-        out[infinite] = order[rows, k]
-    return out
-
-
-def switch_points(P: Any, C_hat: Any) -> np.ndarray:
-    """Every lambda > 0 at which some row's decision changes (one entry per row and switch).
-
-    Per row the utility lines ``P_j - lam*C_hat_j`` are followed from lam = 0 upward: the chosen
-    model is only ever overtaken by a strictly cheaper one, so there are at most m - 1 switches.
-    """
-    P = _matrix("P (predicted quality)", P)
-    C_hat = _matrix("C_hat (predicted cost)", C_hat, P.shape)
-    n, m = P.shape
-    _, Ps, Cs = _sorted_by_cost(P, C_hat)
-    rows = np.arange(n)
-    j = Ps.argmax(axis=1)
-    current = np.zeros(n)
-    found: list[np.ndarray] = []
-    for _ in range(m - 1):
-        pj, cj = Ps[rows, j][:, None], Cs[rows, j][:, None]
-        cheaper = Cs < cj
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cross = np.where(cheaper, (pj - Ps) / np.where(cheaper, cj - Cs, 1.0), np.inf)
-        nxt = cross.argmin(axis=1)  # first minimum = cheapest of the lines crossing together
-        at = cross[rows, nxt]
-        moved = np.isfinite(at)
-        if not moved.any():
-            break
-        at = np.maximum(at, current)  # j is optimal at `current`; guard float rounding
-        found.append(at[moved])
-        j = np.where(moved, nxt, j)
-        current = np.where(moved, at, current)
-    return np.concatenate(found) if found else np.empty(0)
-
-
-def lambda_grid(P: Any, C_hat: Any, n_lambdas: int = 200) -> np.ndarray:
-    """Default sweep grid: 0, lambdas between the switch points, inf (at most ``n_lambdas``).
-
-    With K distinct switch points there are K + 1 distinct decision sets; if they fit, the grid
-    has one lambda inside each (geometric midpoints), so the curve is exact. Otherwise half the
-    budget goes to quantiles of the switch points (equal numbers of decision changes between
-    neighbours) and half to a log grid across their range (coverage of sparse regions).
-    """
-    if n_lambdas < 2:
-        raise ValueError("n_lambdas must be >= 2 (0 and inf)")
-    b = np.unique(switch_points(P, C_hat))
-    b = b[b > 0]
-    mids = np.sqrt(b[:-1] * b[1:])
-    budget = n_lambdas - 2
-    if mids.size > budget:
-        n_q = budget // 2
-        quant = mids[np.round(np.linspace(0, mids.size - 1, n_q)).astype(int)]
-        logs = np.geomspace(b[0], b[-1], budget - n_q + 2)[1:-1]
-        mids = np.unique(np.concatenate([quant, logs]))
-    return np.concatenate([[0.0], mids, [np.inf]])
 
 
 def sweep(
@@ -407,20 +326,6 @@ def cost_range(Q: Any, C: Any) -> tuple[float, float]:
     _, C = _truth(Q, C)
     means = C.mean(axis=0)
     return float(means.min()), float(means.max())
-
-
-def best_single(Q: Any, C: Any) -> int:
-    """Index of the model with the highest mean quality (ties: lower mean cost, lower index)."""
-    Q, C = _truth(Q, C)
-    q, c = Q.mean(axis=0), C.mean(axis=0)
-    return int(np.lexsort((np.arange(q.size), c, -q))[0])
-
-
-def cheapest_single(Q: Any, C: Any) -> int:
-    """Index of the model with the lowest mean cost (ties: higher mean quality, lower index)."""
-    Q, C = _truth(Q, C)
-    q, c = Q.mean(axis=0), C.mean(axis=0)
-    return int(np.lexsort((np.arange(q.size), -q, c))[0])
 
 
 def oracle_choice(Q: Any, C: Any) -> np.ndarray:

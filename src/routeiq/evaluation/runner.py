@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from routeiq.data.dataset import DataError, RoutingDataset
-from routeiq.decision.policy import choose_indices
+from routeiq.decision.choice import best_single, cheapest_single, choose
 from routeiq.evaluation.frontier import plot_report
-from routeiq.evaluation.metrics import best_single, cheapest_single, evaluate
+from routeiq.evaluation.metrics import evaluate
 from routeiq.features import make_featurizer
 from routeiq.features.base import Featurizer
 from routeiq.features.cache import CachedFeaturizer
@@ -58,8 +58,10 @@ def run_evaluation(
     models = list(dataset.models)
     if pair is None and len(models) > 2:
         # RouteLLM-style two-model view: the best single model on train vs the cheapest.
-        mean_q, mean_c = np.nanmean(train.quality, axis=0), np.nanmean(train.cost, axis=0)
-        pair = (models[int(np.argmax(mean_q))], models[int(np.argmin(mean_c))])
+        pair = (
+            models[best_single(train.quality, train.cost)],
+            models[cheapest_single(train.quality, train.cost)],
+        )
     # Room for every prompt: one embedding per prompt however many routers are compared.
     feat = CachedFeaturizer(make_featurizer(featurizer), max_entries=len(train) + len(test) + 1)
     feat.fit(train.prompts)
@@ -79,7 +81,7 @@ def run_evaluation(
         row: dict[str, Any] = {"fit_seconds": fit_seconds}
         if target:
             cal = learned.calibrate(target)
-            chosen = choose_indices(P, C_hat, cal.lam)
+            chosen = choose(P, C_hat, cal.lam)[0]
             at = np.arange(len(test))
             row.update(
                 target=str(cal.target),

@@ -14,8 +14,12 @@ class Featurizer(Estimator):
     """Turns prompt texts into fixed-width feature rows.
 
     ``fit`` may learn corpus statistics (IDF weights); ``transform`` is pure and thread-safe,
-    so the gateway can call it from a worker thread.
+    so the gateway can call it from a worker thread. ``inline_safe`` says one text costs well
+    under a millisecond, bounded: the gateway may then featurize on its event loop instead of
+    paying a thread hop (``scoring: auto``).
     """
+
+    inline_safe = False
 
     def fit(self, texts: Sequence[str]) -> Self:
         return self

@@ -45,6 +45,10 @@ class CachedFeaturizer(Featurizer):
         return self.featurizer.name
 
     @property
+    def inline_safe(self) -> bool:  # type: ignore[override]
+        return bool(self.featurizer.inline_safe)
+
+    @property
     def n_features_out(self) -> int:
         return int(self.featurizer.n_features_out)  # type: ignore[attr-defined]
 

@@ -8,9 +8,11 @@ prometheus_client's own ``PROMETHEUS_MULTIPROC_DIR`` mode.
 Metrics (prefix ``routeiq_``):
 
 * ``decisions_total{model_group, deployment, outcome}``: ``outcome`` is ``routed`` (the learned
-  router chose), ``fallback`` (the router was too slow or failed: cheapest healthy deployment),
-  ``pinned`` (the caller named a deployment), ``cheapest`` / ``shuffle`` (group modes), or
-  ``rejected`` (no routable text; ``deployment`` is then empty).
+  router chose), ``fallback`` (no routable text, the router too slow or failed: the cheapest
+  healthy deployment), ``pinned`` (the caller named a deployment), ``cheapest`` / ``shuffle``
+  (group modes). One decision-log record per decision: the two counts agree.
+* ``rejections_total{model_group, reason}``: requests refused before a decision
+  (``NoCandidatesError``: nothing healthy; ``OverrideError``: a malformed client override).
 * ``decision_duration_seconds{model_group}``: wall time of a decision inside the gateway,
   healthy-list lookup and the hop to the scoring thread (queueing, event-loop wake-up) included.
 * ``scoring_duration_seconds{model_group}``: featurize + score alone, timed in the thread.
@@ -22,7 +24,10 @@ Metrics (prefix ``routeiq_``):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from routeiq.decision.decision import Decision
 
 # Decisions take ~0.1-5 ms; the upper buckets catch a stalled router.
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -76,6 +81,13 @@ class RouteIQMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.rejections = Counter(
+            "rejections",
+            "Requests refused before a decision, by reason",
+            ["model_group", "reason"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         self.decision_log_dropped = Counter(
             "decision_log_dropped",
             "Decision records dropped because the decision log's sink could not take them",
@@ -84,23 +96,21 @@ class RouteIQMetrics:
             registry=self.registry,
         )
 
-    def observe_decision(
-        self,
-        model_group: str,
-        deployment: str,
-        outcome: str,
-        seconds: float,
-        fallback_reason: str | None = None,
-    ) -> None:
-        self.decisions.labels(model_group, deployment, outcome).inc()
-        self.decision_seconds.labels(model_group).observe(seconds)
-        if fallback_reason:
-            self.fallbacks.labels(model_group, _reason_label(fallback_reason)).inc()
+    def observe_decision(self, decision: Decision, seconds: float) -> None:
+        group = decision.group or ""
+        self.decisions.labels(group, decision.chosen, decision.outcome).inc()
+        self.decision_seconds.labels(group).observe(seconds)
+        if decision.fallback_reason:
+            self.fallbacks.labels(group, _reason_label(decision.fallback_reason)).inc()
+
+    def observe_rejection(self, model_group: str, reason: str) -> None:
+        self.rejections.labels(model_group, reason).inc()
 
     def observe_outcome(self, model_group: str, deployment: str, status: str) -> None:
         self.outcomes.labels(model_group, deployment, status).inc()
 
 
 def _reason_label(reason: str) -> str:
-    # Keep label cardinality bounded: "error: ValueError: ..." -> "error".
+    # Keep label cardinality bounded: "error: ValueError: ..." -> "error",
+    # "no routable text: ..." -> "no routable text".
     return reason.split(":", 1)[0].strip() or "unknown"

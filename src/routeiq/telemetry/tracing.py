@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from routeiq.decision.decision import Decision
 
 TRACER_NAME = "routeiq"
 
@@ -98,3 +101,49 @@ def provider_of(litellm_model: str) -> str | None:
     """``openai/gpt-4o`` -> ``openai``; None without a provider prefix."""
     head, sep, _ = litellm_model.partition("/")
     return head if sep else None
+
+
+def decision_attributes(
+    decision: Decision,
+    *,
+    seconds: float,
+    mode: str | None = None,
+    target: str | None = None,
+    operation: str | None = None,
+    upstream: str | None = None,
+) -> dict[str, Any]:
+    """Span attributes of a decision (never prompt text); ``upstream`` is the provider model
+    the chosen deployment calls (``openai/gpt-4o``)."""
+    lam = decision.lam
+    chosen = decision.chosen_row
+    rows = decision.candidates
+    excluded = [row.name for row in rows if row.excluded]
+    return clean_attributes(
+        {
+            GEN_AI_OPERATION: operation,
+            GEN_AI_RESPONSE_MODEL: upstream,
+            GEN_AI_PROVIDER: provider_of(upstream) if upstream else None,
+            "routeiq.decision.id": decision.id,
+            "routeiq.decision.outcome": decision.outcome,
+            "routeiq.decision.attempt": decision.attempt,
+            "routeiq.decision.duration_ms": seconds * 1000.0,
+            "routeiq.decision.rule": decision.rule,
+            "routeiq.mode": mode,
+            "routeiq.router.digest": decision.router,
+            "routeiq.lambda": lam if lam is None or math.isfinite(lam) else "inf",
+            "routeiq.target": target,
+            "routeiq.override": decision.override,
+            "routeiq.variant": decision.variant,
+            "routeiq.chosen.deployment": decision.chosen,
+            "routeiq.chosen.model": decision.model,
+            "routeiq.predicted_quality": chosen.predicted_quality if chosen else None,
+            "routeiq.cost_usd": chosen.cost if chosen else None,
+            "routeiq.propensity": decision.propensity,
+            "routeiq.fallback_reason": decision.fallback_reason,
+            "routeiq.excluded": excluded or None,
+            "routeiq.candidates.deployments": [row.name for row in rows],
+            "routeiq.candidates.models": [row.model for row in rows],
+            "routeiq.candidates.predicted_quality": [row.predicted_quality for row in rows],
+            "routeiq.candidates.cost_usd": [row.cost for row in rows],
+        }
+    )

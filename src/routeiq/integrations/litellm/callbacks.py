@@ -1,9 +1,13 @@
-"""LiteLLM callback: joins outcomes with decisions, counts them, and adds ``x-routeiq-*`` headers.
+"""LiteLLM callback: joins each attempt's outcome with its decision, and adds ``x-routeiq-*``
+response headers.
 
 Outcomes come from ``kwargs["standard_logging_object"]`` of LiteLLM's success and failure
-events (one per attempt): ``response_cost`` (USD), ``response_time`` (seconds) and ``status``.
-The decision they belong to is found through the ``routeiq_decisions`` list the strategy
-keeps in the request metadata (one entry per decision: retries and fallback hops add one).
+events (one per attempt): ``model_id`` (the deployment that served), ``response_cost``
+(USD), ``response_time`` (seconds), ``status`` and ``error_information``. The decision they
+belong to is the one whose id the strategy put in the attempt's metadata
+(``routeiq_decision_id``, in ``kwargs["litellm_params"]["metadata"]``); when that does not
+match the deployment that served, the oldest unjoined decision for that deployment. The
+joined decision summary is marked with its status, so a retry knows the deployment failed.
 
 Response headers (proxy, through ``async_post_call_response_headers_hook``):
 ``x-routeiq-model`` (the model the router chose), ``x-routeiq-deployment``,
@@ -20,27 +24,19 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from routeiq.integrations.litellm.decision_log import DecisionLog
-from routeiq.telemetry.metrics import RouteIQMetrics
+from routeiq.integrations.litellm.strategy import CURRENT_KEY, DECISIONS_KEY, own_decisions
+from routeiq.serving.engine import DecisionEngine
 
 log = logging.getLogger(__name__)
 
-DECISIONS_KEY = "routeiq_decisions"  # metadata: every decision of the request, in order
-
 
 def _metadata_with(kwargs: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    for place in (kwargs, kwargs.get("litellm_params") or {}):
+    for place in (kwargs.get("litellm_params") or {}, kwargs):
         for name in ("metadata", "litellm_metadata"):
             meta = place.get(name)
             if isinstance(meta, Mapping) and meta.get(key) is not None:
                 return meta
     return None
-
-
-def decisions_of(kwargs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """Every decision summary of a request, oldest first."""
-    meta = _metadata_with(kwargs, DECISIONS_KEY)
-    return list(meta[DECISIONS_KEY]) if meta is not None else []
 
 
 def decision_headers(decision: Mapping[str, Any]) -> dict[str, str]:
@@ -67,22 +63,17 @@ def decision_headers(decision: Mapping[str, Any]) -> dict[str, str]:
 
 
 class RouteIQCallback(CustomLogger):
-    """Outcome join + outcome metrics + response headers, for one decision log/metrics pair."""
+    """Outcome join + response headers for the decisions of one strategy (``owner``)."""
 
     def __init__(
-        self,
-        owner: str,
-        decision_log: DecisionLog | None = None,
-        metrics: RouteIQMetrics | None = None,
-        response_headers: bool = True,
+        self, owner: str, engine: DecisionEngine | None, response_headers: bool = True
     ) -> None:
         super().__init__()
         # ``owner`` is the strategy's token: each callback handles only its own strategy's
         # decisions. Being a plain string attribute it also keeps LiteLLM's callback
         # de-duplication (by class and primitive attributes) from dropping a second instance.
         self.owner = owner
-        self.decision_log = decision_log
-        self.metrics = metrics
+        self.engine = engine
         self.response_headers = response_headers
 
     async def async_log_success_event(
@@ -95,6 +86,31 @@ class RouteIQCallback(CustomLogger):
     ) -> None:
         self._outcome(kwargs, default_status="failure")
 
+    async def async_post_call_failure_deployment_hook(
+        self,
+        request_data: Mapping[str, object],
+        exception: Exception,
+        call_type: Any,
+        fallback_depth: int | None = None,
+    ) -> None:
+        # The proxy reports only a request's first failed attempt to the failure event;
+        # this hook runs for every failed attempt (retries and fallback hops included).
+        try:
+            info = request_data.get("model_info")
+            served = info.get("id") if isinstance(info, Mapping) else None
+            if served is None:
+                return
+            self._join(
+                request_data,
+                str(served),
+                status="failure",
+                error=type(exception).__name__,
+                cost=None,
+                latency_ms=None,
+            )
+        except Exception:
+            log.exception("RouteIQ: could not record a failed attempt")
+
     async def async_post_call_response_headers_hook(
         self,
         data: dict,
@@ -105,11 +121,10 @@ class RouteIQCallback(CustomLogger):
     ) -> dict[str, str] | None:
         if not self.response_headers:
             return None
-        mine = [d for d in decisions_of(data) if d.get("owner") == self.owner]
+        mine = own_decisions(_metadata_with(data, DECISIONS_KEY), self.owner)
         if not mine:
             return None
-        # A fallback hop may run on a copy of the request metadata; the decision list is
-        # shared, so pick the latest decision for the deployment that actually answered.
+        # Pick the latest decision for the deployment that actually answered.
         served = (litellm_call_info or {}).get("model_id") or getattr(
             response, "_hidden_params", {}
         ).get("model_id")
@@ -123,28 +138,53 @@ class RouteIQCallback(CustomLogger):
             served = slo.get("model_id")
             if served is None:
                 return
-            served = str(served)
             status = str(slo.get("status") or default_status)
-            mine = [d for d in decisions_of(kwargs) if d.get("owner") == self.owner]
-            if self.metrics is not None and mine:
-                group = str(slo.get("model_group") or "")
-                self.metrics.observe_outcome(group, served, status)
-            if self.decision_log is None:
-                return
-            # Callbacks run in the background, possibly after a retry or fallback already
-            # added a newer decision: join with the oldest still-open decision for the
-            # deployment that actually served this attempt.
-            for decision in mine:
-                if decision.get("deployment") == served and self.decision_log.is_pending(
-                    str(decision["id"])
-                ):
-                    response_time = slo.get("response_time")
-                    self.decision_log.add_outcome(
-                        str(decision["id"]),
-                        cost=slo.get("response_cost") if status == "success" else None,
-                        latency_ms=None if response_time is None else float(response_time) * 1e3,
-                        status=status,
-                    )
-                    return
+            info = slo.get("error_information") or {}
+            error = info.get("error_class") if isinstance(info, Mapping) else None
+            response_time = slo.get("response_time")
+            self._join(
+                kwargs,
+                str(served),
+                status=status,
+                error=str(error) if error else None,
+                cost=slo.get("response_cost") if status == "success" else None,
+                latency_ms=None if response_time is None else float(response_time) * 1e3,
+            )
         except Exception:
             log.exception("RouteIQ: could not record an outcome")
+
+    def _join(
+        self,
+        data: Mapping[str, Any],
+        served: str,
+        *,
+        status: str,
+        error: str | None,
+        cost: Any,
+        latency_ms: float | None,
+    ) -> None:
+        """Join one attempt's result with its decision, once."""
+        meta = _metadata_with(data, DECISIONS_KEY)
+        mine = own_decisions(meta, self.owner)
+        if not mine:
+            return
+        current = (meta or {}).get(CURRENT_KEY)
+        entry = next(
+            (d for d in mine if d.get("id") == current and d.get("deployment") == served), None
+        ) or next((d for d in mine if d.get("deployment") == served and "status" not in d), None)
+        if entry is None or "status" in entry:
+            return  # already joined (an attempt may be reported by two hooks)
+        entry["status"] = status  # a retry of this request now knows it failed
+        if error:
+            entry["error"] = error[:100]
+        if self.engine is not None:
+            self.engine.record_outcome(
+                str(entry["id"]),
+                group=str(entry.get("group") or ""),
+                deployment=served,
+                model=entry.get("model"),
+                status=status,
+                cost=cost,
+                latency_ms=latency_ms,
+                error_type=error,
+            )

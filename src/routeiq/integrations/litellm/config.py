@@ -1,245 +1,37 @@
-"""RouteIQ settings for LiteLLM: one pydantic model, validated at start-up with clear errors.
+"""RouteIQ settings in a LiteLLM proxy config: the ``routeiq_settings:`` section.
 
-On the proxy the settings live in ONE place: a top-level ``routeiq_settings:`` section of the
-proxy's own ``config.yaml`` (LiteLLM ignores top-level keys it does not know). The section is
-either a mapping or a path to a YAML file holding that mapping (relative paths are resolved
-against the proxy config's directory). SDK users build :class:`RouteIQSettings` directly.
-
-Example::
-
-    routeiq_settings:
-      router: ./router            # default artifact for every model group
-      lambda: 20.0                # quality points given up per USD saved (or `target:`)
-      decision_log: ./decisions.jsonl
-      groups:
-        chat:                     # a model_name in model_list
-          target: "quality>=0.95"
-          allow_client_overrides: true
-        embed:
-          mode: cheapest
-
-Every model group on the router is routed: a group not listed under ``groups`` uses the
-top-level values. ``mode`` is ``route`` (the learned router), ``cheapest`` (lowest estimated
-cost) or ``shuffle`` (uniformly random among healthy deployments, logged with its real
-probability, e.g. to collect unbiased training data).
-
-Settings (top level; those marked * can also be set per group):
-
-* ``mode``\\* (``route``), ``router``\\* (artifact dir), ``router_digest``\\* (pin: refuse any
-  other artifact), ``lambda``\\* or ``target``\\* (e.g. ``"quality>=0.95"``, calibrated on the
-  artifact's stored out-of-fold predictions; neither = the artifact's own),
-  ``allow_client_overrides``\\* (false), ``estimated_output_tokens``\\* (256: output tokens
-  assumed when pricing a request).
-* ``aliases``: deployment model name -> model the router knows.
-* ``scoring`` (``thread``), ``threads`` (2), ``decision_timeout_ms`` (250): see the strategy.
-* ``max_prompt_chars`` (400000; longer routing texts are refused with a 400),
-  ``featurize_chars`` (8000; only the tail of the routing text is featurized).
-* ``decision_log`` (none): a JSONL file path (relative paths resolve as above), or a Redis
-  stream URL ``redis://host:port/db?stream=NAME&maxlen=N`` (stream default
-  ``routeiq:decisions``; see :mod:`routeiq.integrations.redis_stream`). ``log_prompt``
-  (``text`` | ``none``), ``pending_ttl_s`` (600), ``max_pending`` (100000): see
-  :mod:`.decision_log`.
-* ``response_headers`` (true): ``x-routeiq-*`` headers on proxy responses.
+LiteLLM ignores top-level keys it does not know, so RouteIQ's settings live in ONE place: a
+top-level ``routeiq_settings:`` section of the proxy's own ``config.yaml``, either a mapping
+or a path to a YAML file holding that mapping (relative paths are resolved against the
+proxy config's directory). The settings themselves: :mod:`routeiq.serving.settings`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from routeiq.serving.settings import (
+    SETTINGS_KEY,
+    GroupSettings,
+    ResolvedGroup,
+    RouteIQConfigError,
+    RouteIQSettings,
+    parse_settings,
+)
 
-from routeiq.integrations.redis_stream import RedisStreamConfig, is_url
-
-SETTINGS_KEY = "routeiq_settings"
-
-Mode = Literal["route", "cheapest", "shuffle"]
-
-
-class RouteIQConfigError(ValueError):
-    """Invalid RouteIQ settings; the message says which setting and why."""
-
-
-class _Strict(BaseModel):
-    # Typos must fail at start-up, not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-def _check_target(value: str | None) -> str | None:
-    if value is None:
-        return None
-    from routeiq.decision.calibrate import parse_target
-
-    parse_target(value)  # ValueError names the accepted forms
-    return value
-
-
-class GroupSettings(_Strict):
-    """Per model group; any field left unset inherits the top-level value."""
-
-    mode: Mode | None = None
-    router: Path | None = None
-    router_digest: str | None = None
-    lam: float | None = Field(default=None, ge=0, alias="lambda")
-    target: str | None = None
-    allow_client_overrides: bool | None = None
-    estimated_output_tokens: Annotated[int, Field(ge=0)] | None = None
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str | None) -> str | None:
-        return _check_target(value)
-
-    @model_validator(mode="after")
-    def _one_tradeoff(self) -> GroupSettings:
-        if self.lam is not None and self.target is not None:
-            raise ValueError("set either 'lambda' or 'target', not both")
-        return self
-
-
-class RouteIQSettings(_Strict):
-    """Top-level settings (defaults for every group) plus per-group overrides."""
-
-    mode: Mode = "route"
-    router: Path | None = Field(default=None, description="router artifact directory")
-    router_digest: str | None = Field(
-        default=None, description="expected artifact digest (sha256 of its manifest); pins it"
-    )
-    lam: float | None = Field(default=None, ge=0, alias="lambda")
-    target: str | None = None
-    allow_client_overrides: bool = False
-    estimated_output_tokens: Annotated[int, Field(ge=0)] = 256
-    groups: dict[str, GroupSettings] = Field(default_factory=dict)
-    aliases: dict[str, str] = Field(
-        default_factory=dict, description="deployment model name -> model the router knows"
-    )
-    decision_timeout_ms: Annotated[float, Field(gt=0)] = 250.0
-    threads: Annotated[int, Field(ge=1, le=64)] = 2
-    # "thread": featurize + score in a pool of `threads` threads, bounded by
-    # decision_timeout_ms (never blocks the event loop). "inline": on the event loop, no
-    # timeout; only for routers whose cost is small and bounded (lexical features): it saves
-    # the hop back to a busy loop (tens of ms under load, see bench/proxy_throughput.py).
-    scoring: Literal["thread", "inline"] = "thread"
-    max_prompt_chars: Annotated[int, Field(ge=1)] = 400_000
-    featurize_chars: Annotated[int, Field(ge=1)] = 8_000
-    # A file path, or a redis:// URL parsed (and checked) into a RedisStreamConfig.
-    decision_log: Path | RedisStreamConfig | None = None
-    log_prompt: Literal["text", "none"] = "text"
-    pending_ttl_s: Annotated[float, Field(gt=0)] = 600.0
-    max_pending: Annotated[int, Field(ge=1)] = 100_000
-    response_headers: bool = True
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str | None) -> str | None:
-        return _check_target(value)
-
-    @field_validator("decision_log", mode="before")
-    @classmethod
-    def _decision_log(cls, value: Any) -> Any:
-        return RedisStreamConfig.from_url(value) if is_url(value) else value
-
-    @model_validator(mode="after")
-    def _one_tradeoff(self) -> RouteIQSettings:
-        if self.lam is not None and self.target is not None:
-            raise ValueError("set either 'lambda' or 'target', not both")
-        return self
-
-    def group(self, name: str) -> ResolvedGroup:
-        """Effective settings of one model group (group values over top-level ones)."""
-        g = self.groups.get(name) or GroupSettings()
-        pick = lambda field: (  # noqa: E731
-            getattr(g, field) if getattr(g, field) is not None else getattr(self, field)
-        )
-        # A group that sets its own lambda/target replaces both top-level trade-off values.
-        own_tradeoff = g.lam is not None or g.target is not None
-        return ResolvedGroup(
-            name=name,
-            mode=pick("mode"),
-            router=pick("router"),
-            router_digest=(
-                g.router_digest if g.router is not None or g.router_digest else self.router_digest
-            ),
-            lam=g.lam if own_tradeoff else self.lam,
-            target=g.target if own_tradeoff else self.target,
-            allow_client_overrides=pick("allow_client_overrides"),
-            estimated_output_tokens=pick("estimated_output_tokens"),
-        )
-
-    def router_paths(self) -> set[Path]:
-        """Every artifact some group may route with."""
-        paths = {self.router} if self.router is not None and self.mode == "route" else set()
-        for name in self.groups:
-            g = self.group(name)
-            if g.mode == "route" and g.router is not None:
-                paths.add(g.router)
-        return paths
-
-
-class ResolvedGroup(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    mode: Mode
-    router: Path | None
-    router_digest: str | None
-    lam: float | None
-    target: str | None
-    allow_client_overrides: bool
-    estimated_output_tokens: int
-
-
-def _format_error(exc: ValidationError, where: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "function-after")
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}{'.' + loc if loc else ''}: {msg}")
-    return "\n".join(lines)
-
-
-def parse_settings(
-    data: Mapping[str, Any] | None, *, base_dir: Path | None = None, where: str = SETTINGS_KEY
-) -> RouteIQSettings:
-    """Validate a settings mapping; relative paths resolve against ``base_dir``."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise RouteIQConfigError(
-            f"{where} must be a mapping of settings, got {type(data).__name__}"
-        )
-    try:
-        settings = RouteIQSettings.model_validate(dict(data))
-    except ValidationError as exc:
-        details = _format_error(exc, where)
-        raise RouteIQConfigError(f"invalid RouteIQ settings:\n{details}") from None
-    if base_dir is not None:
-        settings = _resolve_paths(settings, base_dir)
-    return settings
-
-
-def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
-    def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p)
-
-    log_target = settings.decision_log
-    if isinstance(log_target, Path):
-        log_target = fix(log_target) or log_target
-
-    groups = {
-        name: g.model_copy(update={"router": fix(g.router) or g.router})
-        for name, g in settings.groups.items()
-    }
-    return settings.model_copy(
-        update={
-            "router": fix(settings.router) or settings.router,
-            "decision_log": log_target,
-            "groups": groups,
-        }
-    )
+__all__ = [
+    "SETTINGS_KEY",
+    "GroupSettings",
+    "ResolvedGroup",
+    "RouteIQConfigError",
+    "RouteIQSettings",
+    "load_settings_file",
+    "parse_settings",
+    "settings_from_proxy_config",
+]
 
 
 def load_settings_file(path: str | Path) -> RouteIQSettings:
@@ -271,8 +63,3 @@ def settings_from_proxy_config(config: Mapping[str, Any], config_path: Path) -> 
             target = config_path.parent / target
         return load_settings_file(target)
     return parse_settings(section, base_dir=config_path.parent, where=SETTINGS_KEY)
-
-
-def finite_or_inf(value: float) -> float | str:
-    """Lambda for JSON/OTel: ``inf`` (the cheapest rule) as the string "inf"."""
-    return value if math.isfinite(value) else "inf"

@@ -1,4 +1,4 @@
-"""From LiteLLM deployment dicts to router candidates: which model, and what a request costs.
+"""From LiteLLM deployment dicts to router candidates: which model, its price and weight.
 
 Model (first that applies):
 
@@ -13,17 +13,20 @@ Model (first that applies):
 Cost of one request: ``input_tokens * input price + estimated_output_tokens * output price``,
 with per-token prices from the deployment itself (``input_cost_per_token`` /
 ``output_cost_per_token`` in ``litellm_params``, else ``model_info``), else LiteLLM's cost map
-for ``litellm_params.model`` (or ``model_info.base_model``); None when no price is known (the
-router's cost model then predicts it).
+for ``model_info.base_model`` or ``litellm_params.model``; None when no price is known (the
+router's cost model then predicts it). Weight (shuffle rule): ``litellm_params.weight``, else
+``rpm``, else ``tpm``, else 1, as LiteLLM's ``simple-shuffle`` weighs deployments.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
-from typing import Any, TypeGuard
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from routeiq.data.prices import Price, litellm_price
+from routeiq.data.prices import Price, litellm_price, price_fields
+from routeiq.router import Candidate
 
 Deployment = Mapping[str, Any]
 
@@ -63,18 +66,9 @@ def router_model(
     return name
 
 
-def _price_pair(source: Mapping[str, Any] | None) -> Price | None:
-    if not source:
-        return None
-    inp, out = source.get("input_cost_per_token"), source.get("output_cost_per_token")
-    if _nonneg(inp) and _nonneg(out):
-        return float(inp), float(out)
-    return None
-
-
 def deployment_price(dep: Deployment) -> Price | None:
     """Per-token (input, output) USD prices of a deployment, or None if unknown."""
-    own = _price_pair(dep.get("litellm_params")) or _price_pair(dep.get("model_info"))
+    own = price_fields(dep.get("litellm_params")) or price_fields(dep.get("model_info"))
     if own is not None:
         return own
     info = dep.get("model_info") or {}
@@ -86,16 +80,65 @@ def deployment_price(dep: Deployment) -> Price | None:
     return None
 
 
-def request_cost(price: Price | None, input_tokens: int, output_tokens: int) -> float | None:
-    if price is None:
-        return None
-    return input_tokens * price[0] + output_tokens * price[1]
+def deployment_weight(dep: Deployment) -> float:
+    params = dep.get("litellm_params") or {}
+    for key in ("weight", "rpm", "tpm"):
+        value = params.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value) and value >= 0:
+            return float(value)
+    return 1.0
 
 
-def _nonneg(value: object) -> TypeGuard[int | float]:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
+@dataclass(frozen=True)
+class _Entry:
+    dep: Deployment  # identity check: a replaced deployment dict is looked up again
+    known: Sequence[str]  # ditto for the router's model list (a swapped router)
+    name: str
+    model: str
+    price: Price | None
+    weight: float
+    upstream: str
+
+
+class DeploymentTable:
+    """Per-deployment facts (router model, price, weight) computed once, not per request.
+
+    Entries are keyed by deployment id and re-derived when LiteLLM hands over a different
+    dict for that id (config reload) or the group's router changed its model list.
+    """
+
+    def __init__(self, aliases: Mapping[str, str] | None = None, max_entries: int = 65_536):
+        self.aliases = dict(aliases or {})
+        self.max_entries = max_entries
+        self._entries: dict[str, _Entry] = {}
+
+    def entry(self, dep: Deployment, known: Sequence[str]) -> _Entry:
+        name = deployment_id(dep)
+        hit = self._entries.get(name)
+        if hit is not None and hit.dep is dep and hit.known is known:
+            return hit
+        entry = _Entry(
+            dep=dep,
+            known=known,
+            name=name,
+            model=router_model(dep, known, self.aliases),
+            price=deployment_price(dep),
+            weight=deployment_weight(dep),
+            upstream=litellm_model(dep),
+        )
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # bounded: deployment ids come from the operator's config
+        self._entries[name] = entry
+        return entry
+
+    def candidate(
+        self, dep: Deployment, known: Sequence[str], input_tokens: int, output_tokens: int
+    ) -> tuple[Candidate, str]:
+        """The router candidate for ``dep`` on a request of this size, and its upstream model."""
+        e = self.entry(dep, known)
+        cost = None
+        if e.price is not None:
+            cost = input_tokens * e.price[0] + output_tokens * e.price[1]
+        return Candidate(name=e.name, model=e.model, cost=cost, weight=e.weight), e.upstream

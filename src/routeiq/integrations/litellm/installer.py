@@ -12,8 +12,9 @@ SDK use::
 Everything fails at install time with :class:`RouteIQConfigError` when it would fail per
 request: an artifact that does not load or verify (or does not match a pinned
 ``router_digest``), a group in ``route`` mode without a router, a deployment whose
-``model_info.routeiq_model`` names a model the router does not know, a group none of whose
-deployments maps to a known model, an alias to an unknown model, an unreachable target.
+``model_info.routeiq_model`` names a model the router does not know, an alias to an unknown
+model, a bad target. A group none of whose deployments maps to a known model is served by the
+shuffle rule with a warning (an error with ``strict: true``).
 """
 
 from __future__ import annotations
@@ -25,41 +26,31 @@ from typing import Any
 
 from routeiq.integrations.litellm import deployments as deps
 from routeiq.integrations.litellm.callbacks import RouteIQCallback
-from routeiq.integrations.litellm.config import RouteIQConfigError, RouteIQSettings
-from routeiq.integrations.litellm.decision_log import DecisionLog
 from routeiq.integrations.litellm.strategy import RouteIQRoutingStrategy
 from routeiq.router import LearnedRouter
+from routeiq.serving.decision_log import DecisionLog
+from routeiq.serving.engine import DecisionEngine
+from routeiq.serving.registry import RouterRegistry, load_routers
+from routeiq.serving.settings import RouteIQConfigError, RouteIQSettings
 from routeiq.telemetry.metrics import RouteIQMetrics
 
 log = logging.getLogger(__name__)
 
 
-def load_routers(settings: RouteIQSettings) -> dict[Path, LearnedRouter]:
-    """Load (and verify) every artifact the settings name, once per path."""
-    routers: dict[Path, LearnedRouter] = {}
-    for path in sorted(settings.router_paths()):
-        if not path.exists():
-            raise RouteIQConfigError(f"router artifact not found: {path}")
-        try:
-            routers[path] = LearnedRouter.load(path)
-        except Exception as exc:  # ArtifactError, a bad format, a missing component...
-            raise RouteIQConfigError(
-                f"router artifact {path} failed to load or verify: {exc}"
-            ) from exc
-    return routers
-
-
 def validate(
-    settings: RouteIQSettings,
-    model_list: Iterable[Mapping[str, Any]],
-    routers: Mapping[Path, LearnedRouter],
-    default_router: LearnedRouter | None = None,
-) -> None:
-    """Check the settings against a model list; raise one error listing every problem."""
+    settings: RouteIQSettings, model_list: Iterable[Mapping[str, Any]], registry: RouterRegistry
+) -> list[str]:
+    """Check the settings against a model list; raise one error listing every problem.
+
+    Returns the groups in ``route`` mode none of whose deployments maps to a model the router
+    knows (an embeddings group, say): they are served by the shuffle rule, with one warning
+    (``strict: true`` makes them an error).
+    """
     by_group: dict[str, list[Mapping[str, Any]]] = {}
     for dep in model_list:
         by_group.setdefault(str(dep.get("model_name")), []).append(dep)
     problems: list[str] = []
+    unrouted: list[str] = []
     for name in settings.groups:
         if name not in by_group:
             log.warning(
@@ -72,7 +63,7 @@ def validate(
         group = settings.group(name)
         if group.mode != "route":
             continue
-        learned = _router_of(group.router, routers, default_router)
+        learned = registry.get(group.router)
         if learned is None:
             problems.append(
                 f"model group {name!r} is in mode 'route' but has no router artifact: set "
@@ -97,18 +88,22 @@ def validate(
             mapped.append(deps.router_model(dep, known, settings.aliases))
         router_aliases = getattr(learned, "aliases", {}) or {}
         if not any(m in known or router_aliases.get(m) in known for m in mapped):
-            problems.append(
-                f"model group {name!r}: none of its deployments maps to a model the router "
-                f"knows (deployments map to {mapped}; router knows {known}); set "
-                "model_info.routeiq_model on the deployments or routeiq_settings.aliases"
-            )
+            if settings.strict:
+                problems.append(
+                    f"model group {name!r}: none of its deployments maps to a model the router "
+                    f"knows (deployments map to {mapped}; router knows {known}); set "
+                    "model_info.routeiq_model on the deployments or routeiq_settings.aliases, "
+                    "or drop strict: true to serve it with the shuffle rule"
+                )
+            unrouted.append(name)
+            continue
         if group.target is not None:
             try:
                 learned.calibrate(group.target)  # also warms the cache for the first request
             except Exception as exc:
                 problems.append(f"model group {name!r}: target {group.target!r}: {exc}")
     if settings.aliases:
-        all_known = {m for r in [*routers.values(), default_router] if r for m in r.models_}
+        all_known = {m for r in registry.all() for m in r.models_}
         bad = {k: v for k, v in settings.aliases.items() if v not in all_known}
         if bad:
             problems.append(
@@ -118,6 +113,45 @@ def validate(
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise RouteIQConfigError(f"RouteIQ settings do not fit the model list:\n{listed}")
+    if unrouted:
+        log.warning(
+            "RouteIQ: model groups %s map to no model the router knows; they are served by "
+            "the shuffle rule (LiteLLM's simple-shuffle). Set model_info.routeiq_model or "
+            "aliases to route them, or strict: true to refuse.",
+            unrouted,
+        )
+    return unrouted
+
+
+def build_engine(
+    settings: RouteIQSettings,
+    model_list: Iterable[Mapping[str, Any]],
+    registry: RouterRegistry,
+    *,
+    decision_log: DecisionLog | None = None,
+    metrics: RouteIQMetrics | None = None,
+    tracer_provider: Any = None,
+    **engine_kwargs: Any,
+) -> DecisionEngine:
+    """Validate the settings against ``model_list`` and build the engine (and its log)."""
+    unrouted = validate(settings, model_list, registry)
+    if decision_log is None and settings.decision_log is not None:
+        decision_log = DecisionLog(
+            settings.decision_log,
+            pending_ttl_s=settings.pending_ttl_s,
+            max_pending=settings.max_pending,
+            max_queued=settings.max_queued_records,
+            metrics=metrics,
+        )
+    return DecisionEngine(
+        settings,
+        registry,
+        decision_log=decision_log,
+        metrics=metrics,
+        tracer_provider=tracer_provider,
+        unrouted=unrouted,
+        **engine_kwargs,
+    )
 
 
 def install(
@@ -130,44 +164,35 @@ def install(
     metrics: RouteIQMetrics | None = None,
     tracer_provider: Any = None,
     register_callback: bool = True,
-    **strategy_kwargs: Any,
+    **engine_kwargs: Any,
 ) -> RouteIQRoutingStrategy:
     """Validate and install RouteIQ on ``router``; returns the installed strategy.
 
     ``routers`` defaults to loading every artifact in ``settings``; ``decision_log`` defaults
-    to a :class:`DecisionLog` on ``settings.decision_log`` (a file or a Redis stream) when set. With
-    ``register_callback`` (and a log or metrics), the outcome callback is appended to
-    ``litellm.callbacks``; :func:`uninstall` removes it again.
+    to a :class:`DecisionLog` on ``settings.decision_log`` (a file or a Redis stream) when set.
+    With ``register_callback``, the outcome callback is appended to ``litellm.callbacks``;
+    :func:`uninstall` removes it again (and flushes the log).
     """
     settings = settings if settings is not None else RouteIQSettings()
-    routers = dict(routers) if routers is not None else load_routers(settings)
-    validate(settings, model_list_of(router), routers, default_router)
-    if decision_log is None and settings.decision_log is not None:
-        decision_log = DecisionLog(
-            settings.decision_log,
-            pending_ttl_s=settings.pending_ttl_s,
-            max_pending=settings.max_pending,
-            metrics=metrics,
-        )
-    strategy = RouteIQRoutingStrategy(
-        router,
+    registry = RouterRegistry(
+        dict(routers) if routers is not None else load_routers(settings), default_router
+    )
+    engine = build_engine(
         settings,
-        routers=routers,
-        default_router=default_router,
+        model_list_of(router),
+        registry,
         decision_log=decision_log,
         metrics=metrics,
         tracer_provider=tracer_provider,
-        **strategy_kwargs,
+        **engine_kwargs,
     )
+    strategy = RouteIQRoutingStrategy(router, engine)
     attach(router, strategy)
-    if register_callback and (decision_log is not None or metrics is not None):
+    if register_callback:
         import litellm
 
         strategy.callback = RouteIQCallback(
-            strategy.token,
-            decision_log=decision_log,
-            metrics=metrics,
-            response_headers=settings.response_headers,
+            strategy.token, engine, response_headers=settings.response_headers
         )
         litellm.logging_callback_manager.add_litellm_callback(strategy.callback)
     return strategy
@@ -223,16 +248,6 @@ def uninstall(router: Any, strategy: RouteIQRoutingStrategy) -> None:
             while isinstance(registered, list) and callback in registered:
                 registered.remove(callback)
     strategy.close()
-    if strategy.decision_log is not None and callback is not None:
-        strategy.decision_log.close()
-
-
-def _router_of(
-    path: Path | None, routers: Mapping[Path, LearnedRouter], default: LearnedRouter | None
-) -> LearnedRouter | None:
-    if path is not None:
-        return routers.get(path)
-    return default
 
 
 def _dep_label(dep: Mapping[str, Any]) -> str:

@@ -1,0 +1,326 @@
+"""The serving engine: one decision path for every front end (LiteLLM SDK, proxy, service).
+
+Input: a :class:`RouteRequest` (the model group, its routable candidates with model and
+cost, the request's messages or text input, a client override, the deployments that already
+failed in this request). Output: one :class:`routeiq.decision.Decision`, already emitted as
+a span, metrics and a decision-log record. Front ends only translate: the LiteLLM strategy
+asks LiteLLM for the healthy deployments, maps them to candidates, calls :meth:`decide` and
+returns the chosen deployment.
+
+The rule, in order:
+
+1. A candidate that failed earlier in the same request (a retry or fallback hop) is not
+   chosen again while another candidate is left; the decision names it ("retry: excluded").
+2. ``mode: shuffle`` (and groups the router knows no model of): random by weight.
+   ``mode: cheapest``: the lowest known cost.
+3. ``mode: route``: the learned rule on the routing text (the tail of the last user turn).
+   A request with no routable text (only images or audio, no user turn, embeddings) or a text
+   over ``max_prompt_chars``, a router error and a timeout are served by the **fallback
+   rule**, the cheapest candidate (unknown prices last), with a ``fallback_reason``: a request
+   LiteLLM would serve is never refused here.
+
+Featurize + score runs inline (on the event loop) when the router's featurizer is known to
+be sub-millisecond (``scoring: auto`` with lexical features; a thread hop would cost a turn
+of a busy loop) and in a thread pool bounded by ``decision_timeout_ms`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from routeiq.data.prompts import PromptError, request_text
+from routeiq.decision.decision import FALLBACK, Decision, cheapest, decide, pinned, shuffle
+from routeiq.router import Candidate, LearnedRouter
+from routeiq.serving.decision_log import DecisionLog, outcome_fields
+from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
+from routeiq.serving.registry import RouterRegistry
+from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
+from routeiq.telemetry.metrics import RouteIQMetrics
+from routeiq.telemetry.tracing import ERROR_TYPE, DecisionTracer, decision_attributes
+
+log = logging.getLogger(__name__)
+
+_MAX_CACHED_GROUPS = 4096
+
+
+class NoCandidatesError(RuntimeError):
+    """Nothing is routable in the group (LiteLLM's own "no deployments available")."""
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One decision to make. ``failed`` maps candidates that failed earlier in this request
+    to the reason; ``upstream`` maps candidates to the provider model they call (spans)."""
+
+    group: str
+    candidates: Sequence[Candidate]
+    messages: Any = None
+    input: Any = None
+    override: Any = None
+    failed: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    pinned: bool = False
+    operation: str | None = None
+    upstream: Mapping[str, str] = field(default_factory=dict)
+    parent_span: Any = None
+
+
+class _Expired(Exception):
+    """The scoring job started after its deadline (queue backlog): skipped."""
+
+
+def _score(
+    learned: LearnedRouter,
+    text: str,
+    candidates: Sequence[Candidate],
+    tradeoff: Tradeoff,
+    deadline: float | None,
+) -> tuple[Any, float, str | None, float]:
+    # In a scoring thread, a job that waited past its deadline is skipped: its caller already
+    # fell back, and scoring it anyway would only lengthen the backlog.
+    if deadline is not None and time.monotonic() > deadline:
+        raise _Expired
+    started = time.perf_counter()
+    lam, rule = learned.tradeoff(tradeoff.lam, tradeoff.target)
+    resolved = learned.score(text, candidates)
+    return resolved, lam, rule, time.perf_counter() - started
+
+
+class DecisionEngine:
+    """Makes, explains and records routing decisions under one :class:`RouteIQSettings`.
+
+    ``unrouted`` names groups in ``route`` mode that the router knows no model of: they get
+    the shuffle rule (LiteLLM's own default). ``clock`` times decisions; ``rng`` drives the
+    shuffle rule (seed it for reproducible tests).
+    """
+
+    def __init__(
+        self,
+        settings: RouteIQSettings,
+        registry: RouterRegistry,
+        *,
+        decision_log: DecisionLog | None = None,
+        metrics: RouteIQMetrics | None = None,
+        tracer_provider: Any = None,
+        unrouted: Collection[str] = (),
+        clock: Callable[[], float] = time.perf_counter,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.decision_log = decision_log
+        self.metrics = metrics
+        self.tracer = DecisionTracer(tracer_provider)
+        self.unrouted = frozenset(unrouted)
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self._groups: dict[str, ResolvedGroup] = {}
+        # Threads start on first use: inline scoring never creates one.
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.threads, thread_name_prefix="routeiq-score"
+        )
+
+    def group(self, name: str) -> ResolvedGroup:
+        """Effective settings of a group, resolved once (names come from clients: bounded)."""
+        group = self._groups.get(name)
+        if group is None:
+            group = self.settings.group(name)
+            if len(self._groups) < _MAX_CACHED_GROUPS:
+                self._groups[name] = group
+        return group
+
+    async def decide(self, request: RouteRequest) -> Decision:
+        """Decide, then emit the span, metrics and decision-log record."""
+        started = self.clock()
+        group = self.group(request.group)
+        with self.tracer.decision_span(group.name, request.parent_span) as span:
+            try:
+                decision, text = await self._decide(group, request)
+            except (NoCandidatesError, OverrideError) as exc:
+                span.set_attribute(ERROR_TYPE, type(exc).__name__)
+                if self.metrics is not None:
+                    self.metrics.observe_rejection(group.name, type(exc).__name__)
+                raise
+            decision = decision.with_context(
+                id=f"{os.getpid()}-{uuid.uuid4().hex}", group=group.name, attempt=request.attempt
+            )
+            seconds = self.clock() - started
+            span.set_attributes(
+                decision_attributes(
+                    decision,
+                    seconds=seconds,
+                    mode=group.mode,
+                    target=group.target,
+                    operation=request.operation,
+                    upstream=request.upstream.get(decision.chosen),
+                )
+            )
+        if self.metrics is not None:
+            self.metrics.observe_decision(decision, seconds)
+        if self.decision_log is not None:
+            prompt = text if self.settings.log_prompt == "text" else None
+            self.decision_log.add_decision(decision.to_record(prompt))
+        return decision
+
+    def record_outcome(
+        self,
+        decision_id: str,
+        *,
+        group: str,
+        deployment: str,
+        model: str | None,
+        status: str,
+        cost: float | None = None,
+        latency_ms: float | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Join one attempt's result with its decision (metrics and decision log)."""
+        if self.metrics is not None:
+            self.metrics.observe_outcome(group, deployment, status)
+        if self.decision_log is not None:
+            fields = outcome_fields(
+                status=status, cost=cost, latency_ms=latency_ms, error_type=error_type
+            )
+            self.decision_log.add_outcome(decision_id, fields, model)
+
+    def close(self) -> None:
+        """Stop the scoring threads (in-flight scores finish) and flush the decision log."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.decision_log is not None:
+            self.decision_log.close()
+
+    # -- the rule ----------------------------------------------------------------------------
+
+    async def _decide(self, group: ResolvedGroup, request: RouteRequest) -> tuple[Decision, Any]:
+        cands = list(request.candidates)
+        if not cands:
+            raise NoCandidatesError(f"no healthy deployment for model group {group.name!r}")
+        names = [c.name for c in cands]
+        models = [c.model for c in cands]
+        costs = [c.cost for c in cands]
+        if request.pinned:
+            return pinned(names[0], models[0], costs[0]), self._text_for_log(request)
+        avail, why = self._exclusions(names, request.failed)
+        tradeoff = resolve_tradeoff(group, request.override)
+        mode = "shuffle" if group.mode == "route" and group.name in self.unrouted else group.mode
+        if mode == "shuffle":
+            weights = [c.weight for c in cands]
+            decision = shuffle(names, models, costs, self.rng, weights=weights, available=avail)
+        elif mode == "cheapest":
+            decision = cheapest(names, models, costs, lam=tradeoff.lam, available=avail)
+        else:
+            decision, text = await self._route(group, request, cands, tradeoff, avail)
+            return self._noted(decision, why, tradeoff), text
+        return self._noted(decision, why, tradeoff), self._text_for_log(request)
+
+    async def _route(
+        self,
+        group: ResolvedGroup,
+        request: RouteRequest,
+        cands: list[Candidate],
+        tradeoff: Tradeoff,
+        avail: list[bool],
+    ) -> tuple[Decision, str | None]:
+        names = [c.name for c in cands]
+        models = [c.model for c in cands]
+        costs = [c.cost for c in cands]
+
+        def fallback(reason: str) -> Decision:
+            return cheapest(
+                names,
+                models,
+                costs,
+                outcome=FALLBACK,
+                fallback_reason=reason,
+                lam=tradeoff.lam,
+                available=avail,
+            )
+
+        try:
+            text = request_text(request.messages, request.input)
+        except PromptError as exc:
+            return fallback(f"no routable text: {exc}"), None
+        limit = self.settings.max_prompt_chars
+        if len(text) > limit:
+            reason = f"prompt too long: {len(text):,} characters > max_prompt_chars {limit:,}"
+            return fallback(reason), text
+        learned = self.registry.for_group(group)
+        tail = text[-self.settings.featurize_chars :]
+        try:
+            resolved, lam, rule, scoring_s = await self._run_scoring(learned, tail, cands, tradeoff)
+        except (TimeoutError, _Expired):
+            ms = self.settings.decision_timeout_ms
+            return fallback(f"timeout: no decision within {ms:g} ms"), text
+        except Exception as exc:
+            log.exception("RouteIQ: router failed for model group %r; using cheapest", group.name)
+            return fallback(f"error: {type(exc).__name__}: {exc}"[:300]), text
+        if self.metrics is not None:
+            self.metrics.scoring_seconds.labels(group.name).observe(scoring_s)
+        decision = decide(
+            names,
+            models,
+            resolved.quality,
+            resolved.cost,
+            lam,
+            rule,
+            available=avail,
+            mapped_from=resolved.mapped_from,
+            mapping_rules=resolved.mapping_rules,
+        )
+        return decision.with_context(router=learned.digest or None), text
+
+    async def _run_scoring(
+        self, learned: LearnedRouter, text: str, cands: list[Candidate], tradeoff: Tradeoff
+    ) -> tuple[Any, float, str | None, float]:
+        scoring = self.settings.scoring
+        inline = scoring == "inline" or (
+            scoring == "auto" and getattr(learned.featurizer, "inline_safe", False)
+        )
+        if tradeoff.target is not None and not learned.is_calibrated(tradeoff.target):
+            inline = False  # a new client target calibrates for milliseconds: off the loop
+        if inline:
+            return _score(learned, text, cands, tradeoff, None)
+        timeout = self.settings.decision_timeout_ms / 1000.0
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, _score, learned, text, cands, tradeoff, time.monotonic() + timeout
+        )
+        return await asyncio.wait_for(future, timeout)
+
+    @staticmethod
+    def _exclusions(
+        names: Sequence[str], failed: Mapping[str, str]
+    ) -> tuple[list[bool], dict[str, str]]:
+        why = {n: failed[n] for n in names if n in failed}
+        if not why or len(why) == len(names):  # nothing to avoid, or nothing else left
+            return [True] * len(names), {}
+        return [n not in why for n in names], why
+
+    @staticmethod
+    def _noted(decision: Decision, why: Mapping[str, str], tradeoff: Tradeoff) -> Decision:
+        rows = decision.candidates
+        if why:
+            rows = tuple(
+                row if row.available else type(row)(**{**row.__dict__, "excluded": why[row.name]})
+                for row in rows
+            )
+        rule = decision.rule
+        if why:
+            rule = f"{rule}; retry: excluded {', '.join(why)}"
+        return decision.with_context(candidates=rows, rule=rule, override=tradeoff.override)
+
+    def _text_for_log(self, request: RouteRequest) -> str | None:
+        if self.settings.log_prompt != "text":
+            return None
+        try:
+            return request_text(request.messages, request.input)
+        except PromptError:
+            return None

@@ -1,0 +1,244 @@
+"""RouteIQ's settings: one pydantic model, validated at start-up with clear errors.
+
+The same settings drive every front end (the LiteLLM SDK strategy, the proxy, the routing
+service). On the proxy they live in a top-level ``routeiq_settings:`` section of its
+``config.yaml`` (see :mod:`routeiq.integrations.litellm.config`). Example::
+
+    router: ./router            # default artifact for every model group
+    lambda: 20.0                # quality points given up per USD saved (or `target:`)
+    decision_log: ./decisions.jsonl
+    groups:
+      chat:                     # a model_name in model_list
+        target: "quality>=0.95"
+        allow_client_overrides: true
+      embed:
+        mode: cheapest
+
+Every model group is decided by RouteIQ: a group not listed under ``groups`` uses the
+top-level values. ``mode`` is ``route`` (the learned router), ``cheapest`` (lowest estimated
+cost) or ``shuffle`` (random in proportion to deployment weights, LiteLLM's ``simple-shuffle``,
+logged with its real probability, e.g. to collect unbiased training data). A group in
+``route`` mode none of whose deployments maps to a model the router knows (an embeddings
+group, say) is served by the ``shuffle`` rule with one start-up warning listing such groups;
+``strict: true`` refuses to start instead.
+
+Settings (top level; those marked * can also be set per group):
+
+* ``mode``\\* (``route``), ``router``\\* (artifact dir), ``router_digest``\\* (pin: refuse any
+  other artifact), ``lambda``\\* or ``target``\\* (e.g. ``"quality>=0.95"``, calibrated on the
+  artifact's stored out-of-fold predictions; neither = the artifact's own),
+  ``allow_client_overrides``\\* (false), ``estimated_output_tokens``\\* (256: output tokens
+  assumed when pricing a request).
+* ``aliases``: deployment model name -> model the router knows. ``strict`` (false).
+* ``scoring`` (``auto``), ``threads`` (2), ``decision_timeout_ms`` (250): where featurize +
+  score runs (see :mod:`routeiq.serving.engine`).
+* ``max_prompt_chars`` (400000: longer routing texts are not featurized; the request is served
+  by the fallback rule), ``featurize_chars`` (8000: only the tail of the routing text is
+  featurized).
+* ``decision_log`` (none): a JSONL file path (relative paths resolve against the proxy
+  config's folder), or a Redis stream URL ``redis://host:port/db?stream=NAME&maxlen=N``
+  (stream default ``routeiq:decisions``; see :mod:`routeiq.integrations.redis_stream`).
+  ``log_prompt`` (``text`` | ``none``), ``pending_ttl_s`` (600), ``max_pending`` (100000),
+  ``max_queued_records`` (100000): see :mod:`routeiq.serving.decision_log`.
+* ``response_headers`` (true): ``x-routeiq-*`` headers on proxy responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routeiq.integrations.redis_stream import RedisStreamConfig, is_url
+
+SETTINGS_KEY = "routeiq_settings"
+
+Mode = Literal["route", "cheapest", "shuffle"]
+
+
+class RouteIQConfigError(ValueError):
+    """Invalid RouteIQ settings; the message says which setting and why."""
+
+
+class _Strict(BaseModel):
+    # Typos must fail at start-up, not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _check_target(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from routeiq.decision.calibrate import parse_target
+
+    parse_target(value)  # ValueError names the accepted forms
+    return value
+
+
+class GroupSettings(_Strict):
+    """Per model group; any field left unset inherits the top-level value."""
+
+    mode: Mode | None = None
+    router: Path | None = None
+    router_digest: str | None = None
+    lam: float | None = Field(default=None, ge=0, alias="lambda")
+    target: str | None = None
+    allow_client_overrides: bool | None = None
+    estimated_output_tokens: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        return _check_target(value)
+
+    @model_validator(mode="after")
+    def _one_tradeoff(self) -> GroupSettings:
+        if self.lam is not None and self.target is not None:
+            raise ValueError("set either 'lambda' or 'target', not both")
+        return self
+
+
+class RouteIQSettings(_Strict):
+    """Top-level settings (defaults for every group) plus per-group overrides."""
+
+    mode: Mode = "route"
+    router: Path | None = Field(default=None, description="router artifact directory")
+    router_digest: str | None = Field(
+        default=None, description="expected artifact digest (sha256 of its manifest); pins it"
+    )
+    lam: float | None = Field(default=None, ge=0, alias="lambda")
+    target: str | None = None
+    allow_client_overrides: bool = False
+    estimated_output_tokens: Annotated[int, Field(ge=0)] = 256
+    groups: dict[str, GroupSettings] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="deployment model name -> model the router knows"
+    )
+    strict: bool = False
+    decision_timeout_ms: Annotated[float, Field(gt=0)] = 250.0
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # "thread": featurize + score in a pool of `threads` threads, bounded by
+    # decision_timeout_ms (never blocks the event loop). "inline": on the event loop, no
+    # timeout: it saves the hop back to a busy loop (tens of ms under load, see
+    # bench/proxy_throughput.py). "auto": inline for routers whose featurizer is known to be
+    # sub-millisecond and bounded (lexical), threads otherwise (MiniLM).
+    scoring: Literal["auto", "thread", "inline"] = "auto"
+    max_prompt_chars: Annotated[int, Field(ge=1)] = 400_000
+    featurize_chars: Annotated[int, Field(ge=1)] = 8_000
+    # A file path, or a redis:// URL parsed (and checked) into a RedisStreamConfig.
+    decision_log: Path | RedisStreamConfig | None = None
+    log_prompt: Literal["text", "none"] = "text"
+    pending_ttl_s: Annotated[float, Field(gt=0)] = 600.0
+    max_pending: Annotated[int, Field(ge=1)] = 100_000
+    max_queued_records: Annotated[int, Field(ge=1)] = 100_000
+    response_headers: bool = True
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        return _check_target(value)
+
+    @field_validator("decision_log", mode="before")
+    @classmethod
+    def _decision_log(cls, value: Any) -> Any:
+        return RedisStreamConfig.from_url(value) if is_url(value) else value
+
+    @model_validator(mode="after")
+    def _one_tradeoff(self) -> RouteIQSettings:
+        if self.lam is not None and self.target is not None:
+            raise ValueError("set either 'lambda' or 'target', not both")
+        return self
+
+    def group(self, name: str) -> ResolvedGroup:
+        """Effective settings of one model group (group values over top-level ones)."""
+        g = self.groups.get(name) or GroupSettings()
+        pick = lambda field: (  # noqa: E731
+            getattr(g, field) if getattr(g, field) is not None else getattr(self, field)
+        )
+        # A group that sets its own lambda/target replaces both top-level trade-off values.
+        own_tradeoff = g.lam is not None or g.target is not None
+        return ResolvedGroup(
+            name=name,
+            mode=pick("mode"),
+            router=pick("router"),
+            router_digest=(
+                g.router_digest if g.router is not None or g.router_digest else self.router_digest
+            ),
+            lam=g.lam if own_tradeoff else self.lam,
+            target=g.target if own_tradeoff else self.target,
+            allow_client_overrides=pick("allow_client_overrides"),
+            estimated_output_tokens=pick("estimated_output_tokens"),
+        )
+
+    def router_paths(self) -> set[Path]:
+        """Every artifact some group may route with."""
+        paths = {self.router} if self.router is not None and self.mode == "route" else set()
+        for name in self.groups:
+            g = self.group(name)
+            if g.mode == "route" and g.router is not None:
+                paths.add(g.router)
+        return paths
+
+
+class ResolvedGroup(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    mode: Mode
+    router: Path | None
+    router_digest: str | None
+    lam: float | None
+    target: str | None
+    allow_client_overrides: bool
+    estimated_output_tokens: int
+
+
+def _format_error(exc: ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "function-after")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}{'.' + loc if loc else ''}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_settings(
+    data: Mapping[str, Any] | None, *, base_dir: Path | None = None, where: str = SETTINGS_KEY
+) -> RouteIQSettings:
+    """Validate a settings mapping; relative paths resolve against ``base_dir``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RouteIQConfigError(
+            f"{where} must be a mapping of settings, got {type(data).__name__}"
+        )
+    try:
+        settings = RouteIQSettings.model_validate(dict(data))
+    except ValidationError as exc:
+        details = _format_error(exc, where)
+        raise RouteIQConfigError(f"invalid RouteIQ settings:\n{details}") from None
+    if base_dir is not None:
+        settings = _resolve_paths(settings, base_dir)
+    return settings
+
+
+def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else (base / p)
+
+    log_target = settings.decision_log
+    if isinstance(log_target, Path):
+        log_target = fix(log_target) or log_target
+
+    groups = {
+        name: g.model_copy(update={"router": fix(g.router) or g.router})
+        for name, g in settings.groups.items()
+    }
+    return settings.model_copy(
+        update={
+            "router": fix(settings.router) or settings.router,
+            "decision_log": log_target,
+            "groups": groups,
+        }
+    )
