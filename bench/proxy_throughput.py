@@ -2,9 +2,10 @@
 
 Starts real proxies on 127.0.0.1 with the same mock deployments, router settings and number
 of workers: ``stock`` (LiteLLM's ``simple-shuffle``), ``routeiq`` (installed through the
-callbacks line, scoring in its thread pool) and ``routeiq-inline`` (scoring on the event
-loop). Then rotates bounded load runs between them (a fixed number of requests at a fixed
-concurrency; interleaved, so drifts in machine load hit every variant alike) and prints
+callbacks line with default settings: ``scoring: auto``, i.e. inline for the lexical
+featurizer) and ``routeiq-thread`` (featurize + score in the thread pool). Then rotates
+bounded load runs between them (a fixed number of requests at a fixed concurrency;
+interleaved, so drifts in machine load hit every variant alike) and prints
 throughput, client-side p50/p99 latency, CPU time per request of the proxy's processes (less
 sensitive to other load on the machine than throughput), ratios to stock, and RouteIQ's
 latency inside the proxy: the decision's wall time and the featurize + score part alone,
@@ -267,17 +268,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument(
         "--variants",
-        default="stock,routeiq,routeiq-inline",
-        help="stock = simple-shuffle; routeiq = scoring in threads; routeiq-inline = on the loop",
+        default="stock,routeiq,routeiq-thread",
+        help="stock = simple-shuffle; routeiq = default settings; routeiq-thread = scoring: thread",
     )
     args = parser.parse_args()
 
     from routeiq.integrations.litellm.demo import build_demo_router
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = set(variants) - {"stock", "routeiq", "routeiq-inline"}
+    unknown = set(variants) - {"stock", "routeiq", "routeiq-thread"}
     if unknown or "stock" not in variants:
-        parser.error(f"--variants: 'stock' plus routeiq and/or routeiq-inline; got {variants}")
+        parser.error(f"--variants: 'stock' plus routeiq and/or routeiq-thread; got {variants}")
     with tempfile.TemporaryDirectory(prefix="routeiq-bench-") as tmp:
         work = Path(tmp)
         digest = build_demo_router(work / "router")
@@ -290,13 +291,16 @@ def main() -> None:
                     "router": str(work / "router"),
                     "lambda": 20.0,
                     "decision_log": str(work / f"{name}-decisions.jsonl"),
-                    "scoring": "inline" if name == "routeiq-inline" else "thread",
                 }
+                if name == "routeiq-thread":
+                    settings["scoring"] = "thread"
             write_config(work / f"{name}.yaml", settings)
             proxies.append(Proxy(name, work / f"{name}.yaml", args.workers, key, work))
         try:
             for p in proxies:
                 p.wait_ready()
+            load1, load5, _ = os.getloadavg()
+            print(f"load average before the runs: {load1:.2f} (1 min), {load5:.2f} (5 min)")
             texts = prompts(args.requests)
             for p in proxies:
                 asyncio.run(load(p, prompts(args.warmup), args.concurrency))

@@ -8,6 +8,8 @@ from pathlib import Path
 # One BLAS thread: on a shared 2-core machine multi-threaded BLAS makes small matmuls slower.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# LiteLLM reads the price map it ships instead of trying to fetch one (no network here).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
 

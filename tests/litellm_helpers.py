@@ -32,6 +32,19 @@ def deployment(group: str, ident: str, model: str, price: dict, reply: Any = "ok
     }
 
 
+def embedding_deployment(group: str, ident: str) -> dict:
+    """A mock embeddings deployment (a group RouteIQ's router has no model for)."""
+    return {
+        "model_name": group,
+        "litellm_params": {
+            "model": "openai/text-embedding-3-small",
+            "api_key": "fake",
+            "mock_response": [0.1, 0.2, 0.3],
+        },
+        "model_info": {"id": ident},
+    }
+
+
 def model_list() -> list[dict]:
     """Groups "chat" (strong, cheap), "broken" (always fails) and "backup" (strong, cheap)."""
     return [

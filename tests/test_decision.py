@@ -141,12 +141,22 @@ def test_decide_with_unavailable_candidate():
 
 
 def test_cheapest_rule_unknown_costs_last_and_exclusions():
-    d = cheapest(["a", "b", "c"], ["m", "n", "o"], [None, 0.2, 0.1], outcome="fallback",
-                 fallback_reason="error: boom")
+    d = cheapest(
+        ["a", "b", "c"],
+        ["m", "n", "o"],
+        [None, 0.2, 0.1],
+        outcome="fallback",
+        fallback_reason="error: boom",
+    )
     assert d.chosen == "c" and d.outcome == "fallback" and d.propensity == 1.0
     assert json.loads(json.dumps(d.to_dict()))["fallback_reason"] == "error: boom"
-    d = cheapest(["a", "b", "c"], ["m", "n", "o"], [None, 0.2, 0.1],
-                 available=[True, True, False], excluded=[None, None, "failed"])
+    d = cheapest(
+        ["a", "b", "c"],
+        ["m", "n", "o"],
+        [None, 0.2, 0.1],
+        available=[True, True, False],
+        excluded=[None, None, "failed"],
+    )
     assert d.chosen == "b" and d.candidates[2].excluded == "failed"
     assert cheapest(["a", "b"], ["m", "n"], [None, None]).chosen == "a"  # ties: first
     with pytest.raises(ValueError, match="no available candidate"):

@@ -6,14 +6,8 @@ select or skip them; they run in the default test command.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,19 +20,19 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed")
 
 from litellm_helpers import CHAT, CHEAP_PRICE, CODE, STRONG_PRICE, deployment  # noqa: E402
+from proxy_helpers import (  # noqa: E402
+    START_TIMEOUT_S,
+    free_port,
+    log_lines,
+    proxy_env,
+    start_proxy,
+    stop,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-LITELLM = Path(sys.executable).with_name("litellm")
 FLAKY_PRICE = {"input_cost_per_token": 2.4e-6, "output_cost_per_token": 0.9e-5}
-START_TIMEOUT_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proxy_config(artifact: Path, log: Path, **settings: Any) -> dict:
@@ -69,51 +63,6 @@ def proxy_config(artifact: Path, log: Path, **settings: Any) -> dict:
     }
 
 
-def proxy_env(master_key: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env["LITELLM_MASTER_KEY"] = master_key
-    # The proxy imports routeiq like any pip-installed package; make the source tree importable
-    # even when the package is not installed into this venv.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    return env
-
-
-def start_proxy(config: Path, workers: int, out: Path, env: dict[str, str], port: int) -> Any:
-    cmd = [
-        str(LITELLM),
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--num_workers",
-        str(workers),
-        "--timeout_worker_healthcheck",
-        "120",
-    ]
-    with out.open("wb") as sink:
-        return subprocess.Popen(
-            cmd,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=config.parent,
-            start_new_session=True,
-        )
-
-
-def stop(proc: Any) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from routeiq.integrations.litellm.demo import build_demo_router
@@ -134,11 +83,7 @@ def proxy(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     out = work / "proxy.log"
     proc = start_proxy(config, 2, out, proxy_env(key), port)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while out.read_text(errors="replace").count("Application startup complete") < 2:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"proxy did not start with 2 workers:\n{out.read_text()[-4000:]}")
-            time.sleep(0.5)
+        wait_ready(proc, out, 2)
         yield {"url": f"http://127.0.0.1:{port}", "key": key, "log": log, "out": out}
     finally:
         stop(proc)
@@ -156,13 +101,7 @@ def post(proxy: dict, text: str | list, model: str = "chat", **extra: Any) -> An
 
 
 def records(log: Path, at_least: int) -> list[dict]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        lines = log.read_text().splitlines() if log.exists() else []
-        if len(lines) >= at_least:
-            return [json.loads(line) for line in lines]
-        time.sleep(0.1)
-    pytest.fail(f"decision log has {len(lines)} lines, expected at least {at_least}")
+    return log_lines(log, at_least)
 
 
 def pid_of(record: dict) -> str:
@@ -252,7 +191,7 @@ def test_fallback_group_is_routed(proxy: dict) -> None:
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        ([{"role": "user", "content": "  \n "}], "empty or whitespace"),
+        ([{"role": "user", "content": "  \n "}], "no routable text"),
         (
             [
                 {
@@ -262,17 +201,20 @@ def test_fallback_group_is_routed(proxy: dict) -> None:
                     ],
                 }
             ],
-            "no text parts",
+            "no routable text",
         ),
-        ([{"role": "user", "content": "word " * 300_000}], "allowed (routeiq_settings"),
+        ([{"role": "user", "content": "word " * 300_000}], "prompt too long"),
     ],
     ids=["whitespace", "image-only", "huge"],
 )
-def test_bad_messages_get_400(proxy: dict, messages: list, expected: str) -> None:
+def test_requests_without_routable_text_are_served(
+    proxy: dict, messages: list, expected: str
+) -> None:
     reply = post(proxy, messages)
-    assert reply.status_code == 400, reply.text
-    assert "RouteIQ cannot route this request" in reply.text
-    assert expected in reply.text
+    assert reply.status_code == 200, reply.text  # LiteLLM serves it, so RouteIQ must too
+    assert reply.headers["x-routeiq-outcome"] == "fallback"
+    assert reply.headers["x-routeiq-fallback-reason"].startswith(expected)
+    assert reply.headers["x-litellm-model-id"] == "cheap"  # the cheapest healthy deployment
 
 
 def test_client_override_is_ignored_where_not_allowed(proxy: dict) -> None:

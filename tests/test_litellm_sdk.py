@@ -29,6 +29,7 @@ from litellm_helpers import (  # noqa: E402
     STRONG_PRICE,
     ask,
     deployment,
+    embedding_deployment,
     model_list,
     served,
 )
@@ -421,15 +422,7 @@ async def test_unmapped_groups_are_served_by_the_shuffle_rule(
             *model_list(),
             deployment("odd", "o1", "mystery-model-a", STRONG_PRICE, "a"),
             deployment("odd", "o2", "mystery-model-b", CHEAP_PRICE, "b"),
-            {
-                "model_name": "embed",
-                "litellm_params": {
-                    "model": "openai/text-embedding-3-small",
-                    "api_key": "fake",
-                    "mock_response": [0.1, 0.2, 0.3],
-                },
-                "model_info": {"id": "e1"},
-            },
+            embedding_deployment("embed", "e1"),
         ]
     )
     with caplog.at_level("WARNING", logger="routeiq"):

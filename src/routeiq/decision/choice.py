@@ -84,7 +84,8 @@ def validate(
     return q, c, avail
 
 
-def _lambdas(lambdas: Any) -> np.ndarray:
+def as_lambdas(lambdas: Any) -> np.ndarray:
+    """``lambdas`` (a number or a sequence) as a flat float array, each >= 0 (inf allowed)."""
     raw = np.asarray(lambdas)
     if raw.dtype.kind not in "iuf":  # "1", True, None: a config mistake, not a number
         raise ValueError(f"lambda must be a number >= 0 (or a sequence of them), got {lambdas!r}")
@@ -103,7 +104,7 @@ def choose(quality: Any, cost: Any, lambdas: Any, available: Any = None) -> np.n
     at unavailable entries may be NaN). ``lambdas`` is a scalar or a sequence (L = its size).
     """
     q, c, avail = validate(quality, cost, available)
-    lam = _lambdas(lambdas)
+    lam = as_lambdas(lambdas)
     q = np.where(avail, q, 0.0)  # neutralise unavailable entries: the arithmetic stays quiet
     c = np.where(avail, c, 0.0)
     n, m = q.shape

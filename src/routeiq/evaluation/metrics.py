@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from routeiq.decision.choice import best_single, cheapest_single, choose, lambda_grid
+from routeiq.decision.choice import as_lambdas, best_single, cheapest_single, choose, lambda_grid
 
 # Quality comparisons (cost-to-match, CPT) tolerate float rounding of means.
 _EPS = 1e-12
@@ -94,12 +94,7 @@ def _truth(Q: Any, C: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _lambdas(lambdas: Any) -> np.ndarray:
-    lam = np.asarray(lambdas, dtype=np.float64).ravel()
-    if lam.size == 0:
-        raise ValueError("lambdas is empty")
-    if np.isnan(lam).any() or (lam < 0).any():
-        raise ValueError("lambdas must be >= 0 (inf allowed, NaN not)")
-    return np.sort(lam)
+    return np.sort(as_lambdas(lambdas))
 
 
 def _num(x: Any) -> float | None:

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from routeiq.data.prompts import PromptError, request_text
@@ -144,26 +144,30 @@ class DecisionEngine:
         group = self.group(request.group)
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
-                decision, text = await self._decide(group, request)
+                decision, text, context = await self._decide(group, request)
             except (NoCandidatesError, OverrideError) as exc:
                 span.set_attribute(ERROR_TYPE, type(exc).__name__)
                 if self.metrics is not None:
                     self.metrics.observe_rejection(group.name, type(exc).__name__)
                 raise
-            decision = decision.with_context(
-                id=f"{os.getpid()}-{uuid.uuid4().hex}", group=group.name, attempt=request.attempt
+            decision = decision.with_context(  # one copy: replace() costs microseconds
+                id=f"{os.getpid()}-{uuid.uuid4().hex}",
+                group=group.name,
+                attempt=request.attempt,
+                **context,
             )
             seconds = self.clock() - started
-            span.set_attributes(
-                decision_attributes(
-                    decision,
-                    seconds=seconds,
-                    mode=group.mode,
-                    target=group.target,
-                    operation=request.operation,
-                    upstream=request.upstream.get(decision.chosen),
+            if span.is_recording():  # building attributes for a no-op span costs ~20 us
+                span.set_attributes(
+                    decision_attributes(
+                        decision,
+                        seconds=seconds,
+                        mode=group.mode,
+                        target=group.target,
+                        operation=request.operation,
+                        upstream=request.upstream.get(decision.chosen),
+                    )
                 )
-            )
         if self.metrics is not None:
             self.metrics.observe_decision(decision, seconds)
         if self.decision_log is not None:
@@ -200,7 +204,10 @@ class DecisionEngine:
 
     # -- the rule ----------------------------------------------------------------------------
 
-    async def _decide(self, group: ResolvedGroup, request: RouteRequest) -> tuple[Decision, Any]:
+    async def _decide(
+        self, group: ResolvedGroup, request: RouteRequest
+    ) -> tuple[Decision, str | None, dict[str, Any]]:
+        """The decision, the routing text (for the log) and serving fields to set on it."""
         cands = list(request.candidates)
         if not cands:
             raise NoCandidatesError(f"no healthy deployment for model group {group.name!r}")
@@ -208,7 +215,7 @@ class DecisionEngine:
         models = [c.model for c in cands]
         costs = [c.cost for c in cands]
         if request.pinned:
-            return pinned(names[0], models[0], costs[0]), self._text_for_log(request)
+            return pinned(names[0], models[0], costs[0]), self._text_for_log(request), {}
         avail, why = self._exclusions(names, request.failed)
         tradeoff = resolve_tradeoff(group, request.override)
         mode = "shuffle" if group.mode == "route" and group.name in self.unrouted else group.mode
@@ -218,9 +225,9 @@ class DecisionEngine:
         elif mode == "cheapest":
             decision = cheapest(names, models, costs, lam=tradeoff.lam, available=avail)
         else:
-            decision, text = await self._route(group, request, cands, tradeoff, avail)
-            return self._noted(decision, why, tradeoff), text
-        return self._noted(decision, why, tradeoff), self._text_for_log(request)
+            decision, text, digest = await self._route(group, request, cands, tradeoff, avail)
+            return decision, text, self._noted(decision, why, tradeoff, router=digest)
+        return decision, self._text_for_log(request), self._noted(decision, why, tradeoff)
 
     async def _route(
         self,
@@ -229,7 +236,8 @@ class DecisionEngine:
         cands: list[Candidate],
         tradeoff: Tradeoff,
         avail: list[bool],
-    ) -> tuple[Decision, str | None]:
+    ) -> tuple[Decision, str | None, str | None]:
+        """The learned rule, or the fallback rule; with the text and the router's digest."""
         names = [c.name for c in cands]
         models = [c.model for c in cands]
         costs = [c.cost for c in cands]
@@ -248,21 +256,21 @@ class DecisionEngine:
         try:
             text = request_text(request.messages, request.input)
         except PromptError as exc:
-            return fallback(f"no routable text: {exc}"), None
+            return fallback(f"no routable text: {exc}"), None, None
         limit = self.settings.max_prompt_chars
         if len(text) > limit:
             reason = f"prompt too long: {len(text):,} characters > max_prompt_chars {limit:,}"
-            return fallback(reason), text
+            return fallback(reason), text, None
         learned = self.registry.for_group(group)
         tail = text[-self.settings.featurize_chars :]
         try:
             resolved, lam, rule, scoring_s = await self._run_scoring(learned, tail, cands, tradeoff)
         except (TimeoutError, _Expired):
             ms = self.settings.decision_timeout_ms
-            return fallback(f"timeout: no decision within {ms:g} ms"), text
+            return fallback(f"timeout: no decision within {ms:g} ms"), text, None
         except Exception as exc:
             log.exception("RouteIQ: router failed for model group %r; using cheapest", group.name)
-            return fallback(f"error: {type(exc).__name__}: {exc}"[:300]), text
+            return fallback(f"error: {type(exc).__name__}: {exc}"[:300]), text, None
         if self.metrics is not None:
             self.metrics.scoring_seconds.labels(group.name).observe(scoring_s)
         decision = decide(
@@ -276,7 +284,7 @@ class DecisionEngine:
             mapped_from=resolved.mapped_from,
             mapping_rules=resolved.mapping_rules,
         )
-        return decision.with_context(router=learned.digest or None), text
+        return decision, text, learned.digest or None
 
     async def _run_scoring(
         self, learned: LearnedRouter, text: str, cands: list[Candidate], tradeoff: Tradeoff
@@ -305,17 +313,18 @@ class DecisionEngine:
         return [n not in why for n in names], why
 
     @staticmethod
-    def _noted(decision: Decision, why: Mapping[str, str], tradeoff: Tradeoff) -> Decision:
-        rows = decision.candidates
+    def _noted(
+        decision: Decision, why: Mapping[str, str], tradeoff: Tradeoff, router: str | None = None
+    ) -> dict[str, Any]:
+        """Serving fields for the decision: excluded candidates, override, router digest."""
+        context: dict[str, Any] = {"override": tradeoff.override, "router": router}
         if why:
-            rows = tuple(
-                row if row.available else type(row)(**{**row.__dict__, "excluded": why[row.name]})
-                for row in rows
+            context["candidates"] = tuple(
+                row if row.available else replace(row, excluded=why[row.name])
+                for row in decision.candidates
             )
-        rule = decision.rule
-        if why:
-            rule = f"{rule}; retry: excluded {', '.join(why)}"
-        return decision.with_context(candidates=rows, rule=rule, override=tradeoff.override)
+            context["rule"] = f"{decision.rule}; retry: excluded {', '.join(why)}"
+        return context
 
     def _text_for_log(self, request: RouteRequest) -> str | None:
         if self.settings.log_prompt != "text":

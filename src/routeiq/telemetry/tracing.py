@@ -32,6 +32,9 @@ ERROR_TYPE = "error.type"
 
 
 class _NoSpan:
+    def is_recording(self) -> bool:
+        return False
+
     def set_attribute(self, key: str, value: Any) -> None:
         pass
 

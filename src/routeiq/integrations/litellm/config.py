@@ -15,23 +15,10 @@ from typing import Any
 
 from routeiq.serving.settings import (
     SETTINGS_KEY,
-    GroupSettings,
-    ResolvedGroup,
     RouteIQConfigError,
     RouteIQSettings,
     parse_settings,
 )
-
-__all__ = [
-    "SETTINGS_KEY",
-    "GroupSettings",
-    "ResolvedGroup",
-    "RouteIQConfigError",
-    "RouteIQSettings",
-    "load_settings_file",
-    "parse_settings",
-    "settings_from_proxy_config",
-]
 
 
 def load_settings_file(path: str | Path) -> RouteIQSettings:

@@ -38,7 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def validate(
-    settings: RouteIQSettings, model_list: Iterable[Mapping[str, Any]], registry: RouterRegistry
+    settings: RouteIQSettings,
+    model_list: Iterable[Mapping[str, Any]],
+    registry: RouterRegistry,
+    *,
+    warn: bool = True,
 ) -> list[str]:
     """Check the settings against a model list; raise one error listing every problem.
 
@@ -51,7 +55,7 @@ def validate(
         by_group.setdefault(str(dep.get("model_name")), []).append(dep)
     problems: list[str] = []
     unrouted: list[str] = []
-    for name in settings.groups:
+    for name in settings.groups if warn else ():
         if name not in by_group:
             log.warning(
                 "routeiq_settings.groups.%s: no such model group in the model list "
@@ -113,7 +117,7 @@ def validate(
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise RouteIQConfigError(f"RouteIQ settings do not fit the model list:\n{listed}")
-    if unrouted:
+    if unrouted and warn:
         log.warning(
             "RouteIQ: model groups %s map to no model the router knows; they are served by "
             "the shuffle rule (LiteLLM's simple-shuffle). Set model_info.routeiq_model or "

@@ -149,8 +149,8 @@ class RouteIQProxyCallback(RouteIQCallback):
             return True
         if current is None or current.router is not router:
             try:
-                unrouted = validate(
-                    self.engine.settings, model_list_of(router), self.engine.registry
+                unrouted = validate(  # warned already when the config was loaded
+                    self.engine.settings, model_list_of(router), self.engine.registry, warn=False
                 )
             except RouteIQConfigError as exc:
                 self.install_error = str(exc)
