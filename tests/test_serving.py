@@ -27,7 +27,7 @@ import pytest
 
 import routeiq
 from routeiq.data.records import read_records
-from routeiq.decision.decision import CHEAPEST_RULE, DEFAULT_RULE, SHUFFLE_RULE
+from routeiq.decision.rules import CHEAPEST_RULE, DEFAULT_RULE, SHUFFLE_RULE
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving import (
     DecisionEngine,

@@ -19,7 +19,8 @@ from routeiq.data.prompts import Prompt, prompt_text
 from routeiq.decision.calibrate import Calibration, Target, calibrate_lambda, parse_target
 from routeiq.decision.choice import check_lambda
 from routeiq.decision.cost_model import CostModel
-from routeiq.decision.decision import Decision, decide
+from routeiq.decision.decision import Decision
+from routeiq.decision.rules import decide
 from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
 from routeiq.estimator import Estimator
 from routeiq.features import featurizer_class

@@ -22,7 +22,8 @@ from routeiq.decision.choice import (
     lambda_grid,
     switch_points,
 )
-from routeiq.decision.decision import CandidateRow, Decision, cheapest, decide, pinned, shuffle
+from routeiq.decision.decision import CandidateRow, Decision
+from routeiq.decision.rules import cheapest, decide, pinned, shuffle
 from routeiq.decision.unknown import (
     MEAN_OF_KNOWN,
     ModelMapping,

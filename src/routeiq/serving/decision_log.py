@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _BATCH = 256  # records serialised per sink write
 _STOP = object()  # queue sentinel: drain, then stop
+_COMPACT = (",", ":")
 
 
 class RecordSink(Protocol):
@@ -344,7 +345,7 @@ class DecisionLog:
             # (tests read every kind back with RouteRecord); plain json is ~10x cheaper than a
             # pydantic round trip per record. NaN/inf cannot occur: both builders drop them.
             try:
-                lines.append(json.dumps(_without_none(rec), allow_nan=False, separators=(",", ":")))
+                lines.append(json.dumps(_without_none(rec), allow_nan=False, separators=_COMPACT))
             except (TypeError, ValueError):
                 log.exception("RouteIQ: dropping an unserialisable record %s", rec.get("id"))
         if not lines:

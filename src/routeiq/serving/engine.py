@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from routeiq.data.prompts import PromptError, request_text
-from routeiq.decision.decision import FALLBACK, Decision, cheapest, decide, pinned, shuffle
+from routeiq.decision.decision import FALLBACK, Decision
+from routeiq.decision.rules import cheapest, decide, pinned, shuffle
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff

@@ -54,6 +54,7 @@ class DecisionTracer:
     def __init__(self, tracer_provider: Any = None) -> None:
         self._trace: Any = None
         self._tracer: Any = None
+        self._explicit = tracer_provider is not None
         try:
             from opentelemetry import trace
         except ImportError:  # opentelemetry-api is optional
@@ -61,10 +62,23 @@ class DecisionTracer:
         self._trace = trace
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
 
+    def _enabled(self) -> bool:
+        if self._tracer is None:
+            return False
+        if self._explicit:
+            return True
+        # No SDK configured yet (the API's proxy or no-op provider): a span would record
+        # nothing, and entering one costs tens of microseconds on a busy gateway. Checked per
+        # call: an application may set its provider after RouteIQ was installed.
+        provider = self._trace.get_tracer_provider()
+        return not isinstance(
+            provider, self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider
+        )
+
     @contextmanager
     def decision_span(self, model_group: str, parent: Any = None) -> Iterator[Any]:
         """A span around one decision; ``parent`` is an optional parent span (e.g. LiteLLM's)."""
-        if self._tracer is None:
+        if not self._enabled():
             yield _NoSpan()
             return
         context = None
