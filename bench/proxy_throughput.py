@@ -345,6 +345,16 @@ def main() -> None:
             f"  {name:<16}"
             + " ".join(f"{run['rps']:6.1f} ({run['cpu_ms']:4.1f})" for run in runs[name])
         )
+    print("\nratios to stock, run by run (same round, adjacent in time): median [min, max]")
+    for name in variants:
+        if name == "stock":
+            continue
+        for key, label in (("rps", "req/s"), ("cpu_ms", "CPU ms/req")):
+            paired = [a[key] / b[key] for a, b in zip(runs[name], runs["stock"], strict=True)]
+            print(
+                f"  {name:<16}{label:<12}{statistics.median(paired):7.3f} "
+                f"[{min(paired):.3f}, {max(paired):.3f}]"
+            )
     print("\nRouteIQ inside the proxy (all workers; p50/p99 interpolated within buckets):")
     for name, families in inside.items():
         decisions = histogram_summary(families, "routeiq_decision_duration_seconds")
