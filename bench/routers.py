@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from routeiq.decision.policy import decide
 
 from routeiq.data.loaders import load_dataset
+from routeiq.decision import decide
 from routeiq.evaluation.runner import ALL_ROUTERS, run_evaluation, train_test
 from routeiq.features import make_featurizer
 from routeiq.features.cache import CachedFeaturizer

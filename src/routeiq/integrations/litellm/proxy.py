@@ -22,6 +22,9 @@ in every worker: a task waits for the router to exist (it is created after the c
 are imported), and ``async_pre_call_hook`` re-checks on each request, re-installing if the
 router was replaced (config reload) or the strategy removed (``update_settings``).
 
+At SIGTERM every worker writes its pending decision records at once and logs the rest
+write-through (:func:`flush_at_shutdown`), so a rolling restart loses no record.
+
 Metrics go to ``prometheus_client.REGISTRY``, the registry LiteLLM's ``/metrics`` endpoint
 serves (with ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's values are aggregated).
 """
