@@ -15,6 +15,8 @@ from routeiq.artifacts import (
     FORMAT_VERSION,
     ArtifactError,
     artifact_digest,
+    atomic,
+    read,
     read_artifact,
     store,
     write_artifact,
@@ -218,7 +220,7 @@ def test_expected_digest_pins_the_artifact(art: Path):
 
 def test_nothing_parsed_before_verification(art: Path, monkeypatch):
     calls = []
-    monkeypatch.setattr(store, "_load_npz", lambda *a: calls.append(a) or {})
+    monkeypatch.setattr(read, "_load_npz", lambda *a: calls.append(a) or {})
     (art / "extra").write_bytes(b"")
     with pytest.raises(ArtifactError):
         read_artifact(art)
@@ -243,7 +245,7 @@ def _fail_on_call(n: int, real):
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_replace(art: Path, monkeypatch, exchange: bool):
     if not exchange:
-        monkeypatch.setattr(store, "_rename_exchange", lambda src, dst: False)
+        monkeypatch.setattr(atomic, "_rename_exchange", lambda src, dst: False)
     new_meta = {**META, "lambda": 3.0}
     digest = write_artifact(art, new_meta, _arrays(seed=5))
     got = read_artifact(art)
@@ -262,7 +264,7 @@ def test_failed_write_leaves_old_artifact_intact(art: Path, monkeypatch, where: 
     elif where == "blob":  # the raw file after the npz files fails
         monkeypatch.setattr(store, "_write_file", _fail_on_call(2, store._write_file))
     else:  # fallback swap: old moved aside, then moving the new one in fails
-        monkeypatch.setattr(store, "_rename_exchange", lambda src, dst: False)
+        monkeypatch.setattr(atomic, "_rename_exchange", lambda src, dst: False)
         real_rename = os.rename
 
         def rename(src, dst):
@@ -270,7 +272,7 @@ def test_failed_write_leaves_old_artifact_intact(art: Path, monkeypatch, where: 
                 raise OSError("simulated crash during swap")
             return real_rename(src, dst)
 
-        monkeypatch.setattr(store.os, "rename", rename)
+        monkeypatch.setattr(atomic.os, "rename", rename)
     with pytest.raises(OSError, match="simulated"):
         write_artifact(art, {**META, "lambda": 1.0}, _arrays(seed=9), files={"t.json": b"{}"})
     monkeypatch.undo()

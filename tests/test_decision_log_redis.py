@@ -42,12 +42,8 @@ from routeiq.integrations.litellm.demo import (  # noqa: E402
     STRONG,
     demo_dataset,
 )
-from routeiq.integrations.redis_stream import (  # noqa: E402
-    DEFAULT_STREAM,
-    RedisStreamConfig,
-    RedisStreamSink,
-    read_stream,
-)
+from routeiq.integrations.redis_stream import RedisStreamSink, read_stream  # noqa: E402
+from routeiq.integrations.redis_url import DEFAULT_STREAM, RedisStreamConfig  # noqa: E402
 from routeiq.router import LearnedRouter  # noqa: E402
 from routeiq.serving.decision_log import JsonlFileSink  # noqa: E402
 from routeiq.telemetry.metrics import RouteIQMetrics  # noqa: E402

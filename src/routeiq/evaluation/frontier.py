@@ -16,7 +16,7 @@ from routeiq.evaluation.metrics import Curve, Frontier, aiq, upper_frontier
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from routeiq.evaluation.metrics import EvaluationReport
+    from routeiq.evaluation.report import EvaluationReport
 
 
 def _frontier_xy(front: Frontier, right: float) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 from routeiq.data.dataset import DataError, RoutingDataset
 from routeiq.decision.choice import best_single, cheapest_single, choose
 from routeiq.evaluation.frontier import plot_report
-from routeiq.evaluation.metrics import evaluate
+from routeiq.evaluation.report import evaluate
 from routeiq.features import make_featurizer
 from routeiq.features.base import Featurizer
 from routeiq.features.cache import CachedFeaturizer

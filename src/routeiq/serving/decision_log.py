@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from routeiq.integrations.redis_stream import RedisStreamConfig, RedisStreamSink, is_url
+from routeiq.integrations.redis_stream import RedisStreamSink
+from routeiq.integrations.redis_url import RedisStreamConfig, is_url
 
 if TYPE_CHECKING:
     from routeiq.telemetry.metrics import RouteIQMetrics

@@ -51,7 +51,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from routeiq.integrations.redis_stream import RedisStreamConfig, is_url
+from routeiq.integrations.redis_url import RedisStreamConfig, is_url
 
 SETTINGS_KEY = "routeiq_settings"
 
