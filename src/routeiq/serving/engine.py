@@ -96,6 +96,10 @@ def _score(
     return resolved, lam, rule, time.perf_counter() - started
 
 
+def _columns(cands: Sequence[Candidate]) -> tuple[list[str], list[str], list[float | None]]:
+    return [c.name for c in cands], [c.model for c in cands], [c.cost for c in cands]
+
+
 class DecisionEngine:
     """Makes, explains and records routing decisions under one :class:`RouteIQSettings`.
 
@@ -212,9 +216,7 @@ class DecisionEngine:
         cands = list(request.candidates)
         if not cands:
             raise NoCandidatesError(f"no healthy deployment for model group {group.name!r}")
-        names = [c.name for c in cands]
-        models = [c.model for c in cands]
-        costs = [c.cost for c in cands]
+        names, models, costs = _columns(cands)
         if request.pinned:
             return pinned(names[0], models[0], costs[0]), self._text_for_log(request), {}
         avail, why = self._exclusions(names, request.failed)
@@ -239,9 +241,7 @@ class DecisionEngine:
         avail: list[bool],
     ) -> tuple[Decision, str | None, str | None]:
         """The learned rule, or the fallback rule; with the text and the router's digest."""
-        names = [c.name for c in cands]
-        models = [c.model for c in cands]
-        costs = [c.cost for c in cands]
+        names, models, costs = _columns(cands)
 
         def fallback(reason: str) -> Decision:
             return cheapest(

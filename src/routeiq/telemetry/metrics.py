@@ -19,7 +19,8 @@ Metrics (prefix ``routeiq_``):
 * ``fallbacks_total{model_group, reason}``.
 * ``outcomes_total{model_group, deployment, status}``: call results from LiteLLM callbacks.
 * ``decision_log_dropped_total{sink}``: decision records lost because the decision log's sink
-  could not take them (``sink="redis"``: Redis unreachable and the in-memory buffer full).
+  could not take them (``sink="queue"``: the writer's queue was full; ``sink="redis"``: Redis
+  unreachable and the in-memory buffer full).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from routeiq.data.prices import estimate_request_tokens
 from routeiq.integrations.litellm.deployments import DeploymentTable
 from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
 from routeiq.serving.overrides import OVERRIDE_KEY, OverrideError
+from routeiq.serving.settings import ResolvedGroup
 
 DECISIONS_KEY = "routeiq_decisions"  # metadata: every decision of the request, in order
 CURRENT_KEY = "routeiq_decision_id"  # metadata: the attempt now in flight
@@ -88,7 +89,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         deps: list[Mapping[str, Any]] = [healthy] if isinstance(healthy, Mapping) else list(healthy)
         group = str(deps[0].get("model_name") or model) if pinned else model
         settings = self.engine.group(group)
-        known = self._known_models(group)
+        known = self._known_models(settings)
         tokens = estimate_request_tokens(messages, input)
         by_name: dict[str, Any] = {}
         candidates, upstream = [], {}
@@ -201,9 +202,8 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
     def close(self) -> None:
         self.engine.close()
 
-    def _known_models(self, group: str) -> list[str]:
-        resolved = self.engine.group(group)
-        if resolved.mode != "route":
+    def _known_models(self, group: ResolvedGroup) -> list[str]:
+        if group.mode != "route":
             return []
-        learned = self.engine.registry.get(resolved.router)
+        learned = self.engine.registry.get(group.router)
         return learned.models_ if learned is not None else []
