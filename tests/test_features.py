@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -142,19 +143,55 @@ def test_lexical_hashing_stable_across_processes(corpus: list[str]) -> None:
     assert outs[0] == outs[1] == here
 
 
-def test_lexical_tokens_match_regex_on_ascii(corpus: list[str]) -> None:
+def _reference_tokens(data: bytes) -> list[bytes]:
+    """Runs of word bytes (ASCII letters, digits, _, any non-ASCII byte) or of punctuation."""
     import re
 
-    from routeiq.features.lexical import _token_spans
+    word, space = rb"A-Za-z0-9_\x80-\xff", rb" \t\n\r\x0b\x0c"
+    return re.findall(b"[" + word + b"]+|[^" + word + space + b"]+", data)
 
-    pattern = re.compile(r"\w+|[^\w\s]+")
-    texts = [t for t in corpus[:300] if t.isascii()] + ["  a_b=c(1,2);; x\t\ny ", "", " "]
-    assert len(texts) > 100
+
+def _reference_buckets(text: str, max_chars: int, n_features: int) -> list[int]:
+    """The documented rule, one token at a time in plain Python (a test oracle)."""
+    mask = (1 << 64) - 1
+    p, mix = 0x100000001B3, 0x9E3779B97F4A7C15
+
+    def fmix(h: int) -> int:
+        h ^= h >> 33
+        h = (h * 0xFF51AFD7ED558CCD) & mask
+        h ^= h >> 33
+        h = (h * 0xC4CEB9FE1A85EC53) & mask
+        return h ^ (h >> 33)
+
+    tokens = _reference_tokens(text[-max_chars:].lower().encode("utf-8", "surrogatepass"))
+    uni = [fmix(sum((b + 1) * pow(p, k, 1 << 64) for k, b in enumerate(t)) & mask) for t in tokens]
+    grams = uni + [fmix((a * mix + b) & mask) for a, b in itertools.pairwise(uni)]
+    return [g % n_features for g in grams]
+
+
+def test_lexical_buckets_match_reference(corpus: list[str]) -> None:
+    import random
+    import re
+
+    from routeiq.features.lexical import _buckets
+
+    rng = random.Random(0)
+    alphabet = "ab Z_9 \t\n.,;()+=*é漢😀’“"
+    texts = [*corpus[:150], "", " ", "  a_b=c(1,2);; x\t\ny ", "x" * 700, "word " * 300]
+    # Lengths around the 500-byte pieces the vectorised code works in.
+    texts += ["".join(rng.choice(alphabet) for _ in range(n)) for n in (1, 499, 501, 1200, 3000)]
     for text in texts:
-        data = text.lower().encode()
-        starts, ends, _ = _token_spans(data)
-        tokens = [data[a:b].decode() for a, b in zip(starts, ends, strict=True)]
-        assert tokens == pattern.findall(text.lower())
+        for max_chars in (2000, 300):
+            assert _buckets(text, max_chars, 1 << 20).tolist() == _reference_buckets(
+                text, max_chars, 1 << 20
+            ), text[:60]
+    # On ASCII those tokens are the documented regex \w+|[^\w\s]+.
+    ascii_texts = [t for t in texts if t.isascii()]
+    assert len(ascii_texts) > 100
+    for text in ascii_texts:
+        low = text.lower()
+        tokens = [t.decode() for t in _reference_tokens(low.encode())]
+        assert tokens == re.findall(r"\w+|[^\w\s]+", low)
 
 
 def test_lexical_tail_truncation(corpus: list[str]) -> None:

@@ -503,3 +503,35 @@ async def test_retries_avoid_the_deployment_that_failed(demo_artifact: Path, tmp
         for c in r.decision.candidates
         if c.deployment == "bad"
     )
+
+
+async def test_exploration_through_litellm_logs_propensities_and_outcomes(
+    demo_artifact: Path, tmp_path: Path
+) -> None:
+    router = Router(model_list=model_list(), num_retries=0)
+    settings = RouteIQSettings.model_validate(
+        {
+            "router": demo_artifact,
+            "lambda": 20.0,
+            "decision_log": tmp_path / "decisions.jsonl",
+            "exploration": {
+                "mode": "epsilon",
+                "epsilon": 0.25,
+                "margin": 1.0,
+                "max_cost_ratio": 1000,
+            },
+        }
+    )
+    strategy = install(router, settings)
+    try:
+        served_by = [served(await ask(router, CODE)) for _ in range(80)]
+        records = await settle(strategy, 80)
+    finally:
+        uninstall(router, strategy)
+    assert 5 < served_by.count("cheap") < 40  # a quarter of the traffic explores
+    assert len(records) == 80
+    for rec, dep in zip(records, served_by, strict=True):
+        d = rec["decision"]
+        assert d["deployment"] == dep and d["greedy"] == "strong"
+        assert d["propensity"] == (0.75 if dep == "strong" else 0.25)
+        assert rec["outcomes"][d["chosen"]]["status"] == "success"

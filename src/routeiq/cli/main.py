@@ -244,3 +244,85 @@ def route(
         return
     console.print(decision)  # Decision renders itself as a rich table
     console.print(f"chosen: [bold]{decision.chosen}[/]")
+
+
+@app.command()
+def ope(
+    log: Annotated[
+        str,
+        typer.Option(
+            "--log",
+            help="Decision log: JSONL records (with quality feedback merged in) or "
+            "redis://HOST:PORT/DB?stream=NAME.",
+        ),
+    ],
+    router: Annotated[Path, typer.Option("--router", help="Candidate router artifact.")],
+    lam: Annotated[float | None, typer.Option("--lambda")] = None,
+    target: Annotated[str | None, typer.Option("--target")] = None,
+    explore: Annotated[
+        str, typer.Option("--explore", help="Exploration of the new policy: off|epsilon|softmax")
+    ] = "off",
+    epsilon: Annotated[float, typer.Option("--epsilon")] = 0.05,
+    margin: Annotated[float, typer.Option("--margin")] = 0.05,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=10)] = 500,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimates as JSON.")] = False,
+) -> None:
+    """Estimate what a router would have achieved on logged traffic (off-policy)."""
+    from routeiq.data.records import read_records
+    from routeiq.decision.exploration import Exploration
+    from routeiq.evaluation.replay import evaluate_log
+    from routeiq.router import LearnedRouter
+
+    with user_errors():
+        if lam is not None and target is not None:
+            raise ValueError("give --lambda or --target, not both")
+        policy = Exploration.model_validate({"mode": explore, "epsilon": epsilon, "margin": margin})
+        if log.startswith(("redis://", "rediss://")):
+            from routeiq.integrations.redis_stream import read_stream
+
+            records: list[Any] = list(read_stream(log))
+        else:
+            records = read_records(Path(log))
+        learned = LearnedRouter.load(router)
+        with console.status(f"evaluating {router} on {len(records)} logged decisions"):
+            report = evaluate_log(
+                records,
+                learned,
+                lam=lam,
+                target=target,
+                exploration=policy,
+                n_bootstrap=bootstrap,
+                seed=seed,
+            )
+    metrics = ("quality", "cost", "utility")
+    if as_json:
+        out = {k: report[k].to_dict() for k in metrics}
+        out.update(lam=report["lambda"], n=report["n"], skipped=report["skipped"])
+        console.print_json(json.dumps(out))
+        return
+    res = report["quality"]
+    table = Table(
+        title=f"off-policy estimates for {router} (lambda={report['lambda']:.4g}) on "
+        f"{report['n']} logged decisions; 95% bootstrap intervals"
+    )
+    table.add_column("estimator")
+    for k in metrics:
+        table.add_column(f"mean {k}", justify="right")
+    for name in res.estimates:
+        table.add_row(
+            name,
+            *(
+                f"{report[k].estimates[name].value:.4g} [{report[k].estimates[name].low:.4g}, "
+                f"{report[k].estimates[name].high:.4g}]"
+                for k in metrics
+            ),
+        )
+    console.print(table)
+    skipped = ", ".join(f"{v} {k}" for k, v in report["skipped"].items() if v) or "none"
+    console.print(
+        f"effective sample size {res.ess:.0f} of {res.n}; max weight {res.max_weight:.3g}; "
+        f"skipped: {skipped}"
+    )
+    for warning in res.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}")

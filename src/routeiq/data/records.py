@@ -88,6 +88,7 @@ class RecordDecision(_Strict):
     attempt: Annotated[int, Field(ge=1)] | None = None  # 2+: a retry or fallback hop
     override: str | None = None
     variant: str | None = None  # experiment arm
+    greedy: str | None = None  # candidate the greedy rule would have picked (exploration)
 
 
 class RouteRecord(_Strict):

@@ -73,6 +73,12 @@ class Decision:
     attempt: int = 1
     override: str | None = None
     variant: str | None = None
+    greedy: str | None = None  # the greedy choice, when an exploring policy decided
+
+    @property
+    def explored(self) -> bool:
+        """True when an exploring policy picked something other than the greedy choice."""
+        return self.greedy is not None and self.greedy != self.chosen
 
     @property
     def chosen_row(self) -> CandidateRow | None:
@@ -105,6 +111,7 @@ class Decision:
             "attempt": self.attempt,
             "override": self.override,
             "variant": self.variant,
+            "greedy": self.greedy,
             "candidates": [row.to_dict() for row in self.candidates],
         }
 
@@ -138,6 +145,7 @@ class Decision:
             "attempt": self.attempt,
             "override": self.override,
             "variant": self.variant,
+            "greedy": self.greedy,
         }
         record: dict[str, Any] = {"id": self.id, "decision": decision}
         if prompt is not None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from routeiq.decision.choice import check_lambda, choose_one
 from routeiq.decision.decision import CHEAPEST, PINNED, SHUFFLE, CandidateRow, Decision, num
+from routeiq.decision.exploration import Exploration, sample
 
 DEFAULT_RULE = "max predicted quality - lambda*cost"
 CHEAPEST_RULE = "cheapest (lambda=inf): min cost, ties -> higher predicted quality"
@@ -62,12 +63,16 @@ def decide(
     excluded: Sequence[str | None] | None = None,
     mapped_from: Sequence[str | None] | None = None,
     mapping_rules: Sequence[str | None] | None = None,
+    exploration: Exploration | None = None,
+    u: float = 0.0,
 ) -> Decision:
     """The learned rule for one request over ``m`` candidates.
 
     ``quality`` and ``cost`` are (m,) (cost in USD for this request); ``available`` an
     optional mask with ``excluded`` reasons; ``mapped_from``/``mapping_rules`` come from
-    :func:`routeiq.decision.unknown.resolve_candidates`.
+    :func:`routeiq.decision.unknown.resolve_candidates`. With ``exploration`` enabled the
+    greedy choice becomes a policy (:mod:`routeiq.decision.exploration`) and the uniform
+    draw ``u`` picks from it.
     """
     lam = check_lambda(lam)
     names, models = _check_names(names, models)
@@ -86,19 +91,29 @@ def decide(
         idx = choose_one(q, c, lam, np.array(avail))
     except ValueError as exc:
         raise ValueError(f"cannot decide among {names}: {exc}") from None
+    utils: list[float | None] = [
+        float(q[j] - lam * c[j])
+        if not math.isinf(lam) and math.isfinite(q[j]) and math.isfinite(c[j])
+        else None
+        for j in range(m)
+    ]
+    greedy = idx
+    probs = [1.0 if j == idx else 0.0 for j in range(m)]
+    if exploration is not None and exploration.enabled:
+        u_arr = [math.nan if v is None else v for v in utils]
+        p = exploration.probabilities(u_arr, c, idx, avail)
+        idx = sample(p, u)
+        probs = [float(v) for v in p]
     rows = []
     for j in range(m):
-        util = None
-        if not math.isinf(lam) and math.isfinite(q[j]) and math.isfinite(c[j]):
-            util = float(q[j] - lam * c[j])
         rows.append(
             CandidateRow(
                 name=names[j],
                 model=models[j],
                 predicted_quality=num(float(q[j])),
                 cost=num(float(c[j])),
-                utility=util,
-                probability=1.0 if j == idx else 0.0,
+                utility=utils[j],
+                probability=probs[j],
                 available=avail[j],
                 excluded=None if avail[j] else why[j],
                 mapped_from=mapped[j],
@@ -107,8 +122,16 @@ def decide(
         )
     if rule is None:
         rule = CHEAPEST_RULE if math.isinf(lam) else DEFAULT_RULE
+    explored = exploration is not None and exploration.enabled
+    if explored:
+        rule = f"{rule}; {exploration.describe()}"  # type: ignore[union-attr]
     return Decision(
-        chosen=names[idx], model=models[idx], lam=lam, rule=rule, candidates=tuple(rows)
+        chosen=names[idx],
+        model=models[idx],
+        lam=lam,
+        rule=rule,
+        candidates=tuple(rows),
+        greedy=names[greedy] if explored else None,
     )
 
 

@@ -2,10 +2,10 @@ r"""Fast lexical featurizer: hashed word 1-2-gram TF-IDF projected to a dense LS
 
 Fitting uses scikit-learn (TruncatedSVD); transforming uses plain numpy, because single-row
 scikit-learn calls cost milliseconds. Per prompt, over the UTF-8 bytes of the last ``max_chars``
-characters, all vectorised (no Python loop per token): split into tokens, hash each token with
-a 64-bit polynomial hash plus a murmur finaliser, hash adjacent pairs into bigrams, gather and
-sum rows of the projection. The hash is fixed arithmetic (not Python's per-process salted
-``hash``), so features are identical across processes and machines.
+characters, vectorised over pieces of at most 500 bytes: split into tokens, hash each token
+with a 64-bit polynomial hash plus a murmur finaliser, hash adjacent pairs into bigrams, count
+the buckets and sum the weighted rows of the projection. The hash is fixed arithmetic (not
+Python's per-process salted ``hash``), so features are identical across processes and machines.
 
 Tokens are the runs of ``\w+|[^\w\s]+`` (word characters, or punctuation: operators and
 brackets carry signal in code and maths), decided per byte after ``str.lower()``: ASCII letters,
@@ -16,6 +16,7 @@ ASCII byte is punctuation. On ASCII text this equals the regex; non-ASCII punctu
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Self
 
@@ -24,27 +25,40 @@ import numpy as np
 from routeiq.features._text import check_texts
 from routeiq.features.base import Featurizer
 
+# Every numpy call on the serving path stays within what numpy runs without releasing the GIL:
+# ufuncs on at most 500 elements, 1-D integer indexing of at most 500 elements, boolean masks;
+# no sort, ``take``, ``reduceat``, ``bincount`` or row gather (numpy releases the GIL for
+# those at any size). In a LiteLLM process every release hands the GIL to a busy worker
+# thread for up to the 5 ms switch interval, stalling the event loop: measured in
+# ``bench/gil_contention.py``.
+_CHUNK = 500
+_MAX_BYTES = 1 << 16  # powers table size: the longest tail, in UTF-8 bytes
 
-def _byte_classes() -> np.ndarray:
-    cls = np.full(256, 2, dtype=np.int8)  # punctuation
-    cls[0x80:] = 1  # UTF-8 lead/continuation bytes: part of a word
+
+def _class_table() -> bytes:
+    """Byte -> class for ``bytes.translate``: 0 whitespace, 1 word, 2 punctuation."""
+    table = bytearray([2]) * 256
+    table[0x80:] = b"\x01" * 128  # UTF-8 lead/continuation bytes: part of a word
     for c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
-        cls[c] = 1
+        table[c] = 1
     for c in b" \t\n\r\x0b\x0c":
-        cls[c] = 0  # whitespace
-    cls.flags.writeable = False
-    return cls
+        table[c] = 0
+    return bytes(table)
 
 
 # Read-only constants.
-_CLASS = _byte_classes()
-_P = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so powers never collapse to 0 mod 2^64
-_POW = np.ones(1 << 16, dtype=np.uint64)  # P^0, P^1, ... (mod 2^64)
-np.cumprod(np.full((1 << 16) - 1, _P, dtype=np.uint64), out=_POW[1:])
-_POW.flags.writeable = False
+_CLASSES = _class_table()
+_P = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so invertible mod 2^64
+_POW = np.ones(_MAX_BYTES, dtype=np.uint64)  # P^0, P^1, ... (mod 2^64)
+np.cumprod(np.full(_MAX_BYTES - 1, _P, dtype=np.uint64), out=_POW[1:])
+_INV_POW = np.ones(_MAX_BYTES, dtype=np.uint64)  # P^-0, P^-1, ... (mod 2^64)
+np.cumprod(np.full(_MAX_BYTES - 1, pow(int(_P), -1, 1 << 64), dtype=np.uint64), out=_INV_POW[1:])
+for _table in (_POW, _INV_POW):
+    _table.flags.writeable = False
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
+_ZERO = np.zeros(1, dtype=np.uint64)
 
 
 def _fmix(h: np.ndarray) -> np.ndarray:
@@ -57,39 +71,71 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _token_spans(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Start and end (exclusive) byte offsets of the tokens in ``data``, and the byte classes."""
-    cls = _CLASS[np.frombuffer(data, dtype=np.uint8)]
-    n = cls.size
-    if n == 0:
-        return np.empty(0, np.intp), np.empty(0, np.intp), cls
+def _segments(classes: bytes) -> list[tuple[int, int]]:
+    """Spans of at most ``_CHUNK`` bytes cut at whitespace (a token longer than that is kept
+    whole in one longer span)."""
+    n, out, start = len(classes), [], 0
+    while start < n:
+        end = n if n - start <= _CHUNK else classes.rfind(b"\x00", start + 1, start + _CHUNK)
+        if end < 0:  # no whitespace within the chunk: cut at the next one
+            end = classes.find(b"\x00", start + _CHUNK)
+            end = n if end < 0 else end
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _token_hashes(data: bytes, classes: bytes) -> np.ndarray:
+    """Polynomial hash of each token of one span: sum_k (byte[start + k] + 1) * P^k.
+
+    Tokens are runs of one non-whitespace class. With prefix sums of ``x_i * P^i`` over the
+    span, a token's sum is the difference of the prefix at its end and at the previous
+    token's end (whitespace adds 0), shifted to offset 0 by ``P^-start``.
+    """
+    n = len(data)
+    cls = np.frombuffer(classes, dtype=np.int8)
+    solid = cls != 0
     boundary = np.empty(n + 1, dtype=bool)  # boundary[i]: a token may start at i / end before i
     boundary[0] = boundary[n] = True
     np.not_equal(cls[1:], cls[:-1], out=boundary[1:n])
-    solid = cls != 0
-    starts = np.flatnonzero(boundary[:n] & solid)
-    ends = np.flatnonzero(boundary[1:] & solid) + 1
-    return starts, ends, cls
+    first = boundary[:n] & solid
+    last = boundary[1:] & solid
+    x = np.frombuffer(data, dtype=np.uint8).astype(np.uint64)
+    x += np.uint64(1)
+    x *= _POW[:n]
+    x *= solid
+    ends = np.cumsum(x)[last]
+    return np.diff(ends, prepend=_ZERO) * _INV_POW[:n][first]
 
 
 def _buckets(text: str, max_chars: int, n_features: int) -> np.ndarray:
     """Hash buckets (int64, with repeats) of the word 1- and 2-grams in the tail of ``text``."""
     data = text[-max_chars:].lower().encode("utf-8", "surrogatepass")
-    starts, _, cls = _token_spans(data)
-    if starts.size == 0:
-        return np.empty(0, dtype=np.int64)
-    x = np.frombuffer(data, dtype=np.uint8).astype(np.uint64) + np.uint64(1)
-    # hash(token) = sum_k x[start + k] * P^k: each byte weighted by its offset in its token.
-    mark = np.zeros(x.size, dtype=np.intp)
-    mark[starts] = starts
-    offset = np.arange(x.size) - np.maximum.accumulate(mark)
-    np.minimum(offset, _POW.size - 1, out=offset)
-    terms = x * _POW[offset]
-    terms[cls == 0] = 0  # whitespace adds nothing
-    uni = _fmix(np.add.reduceat(terms, starts))
-    if uni.size > 1:
-        uni = np.concatenate([uni, _fmix(uni[:-1] * _MIX + uni[1:])])
-    return (uni % np.uint64(n_features)).astype(np.int64)
+    if len(data) > _MAX_BYTES:
+        raise ValueError(f"the text tail has {len(data):,} UTF-8 bytes, over {_MAX_BYTES:,}")
+    classes = data.translate(_CLASSES)
+    parts = [_token_hashes(data[a:b], classes[a:b]) for a, b in _segments(classes)]
+    uni = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+    n = uni.size
+    grams = np.empty(max(2 * n - 1, 0), dtype=np.uint64)
+    for a in range(0, n, _CHUNK):
+        grams[a : min(a + _CHUNK, n)] = _fmix(uni[a : a + _CHUNK])
+    for a in range(0, n - 1, _CHUNK):
+        b = min(a + _CHUNK, n - 1)
+        pair = grams[a:b] * _MIX
+        pair += grams[a + 1 : b + 1]
+        grams[n + a : n + b] = _fmix(pair)
+    out = np.empty(grams.size, dtype=np.int64)
+    for a in range(0, grams.size, _CHUNK):
+        out[a : a + _CHUNK] = grams[a : a + _CHUNK] % np.uint64(n_features)
+    return out
+
+
+def _lookup(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` for a 1-D ``index``, in pieces numpy indexes without dropping the GIL."""
+    if index.size <= _CHUNK:
+        return table[index]
+    return np.concatenate([table[index[a : a + _CHUNK]] for a in range(0, index.size, _CHUNK)])
 
 
 class LexicalFeaturizer(Featurizer):
@@ -112,7 +158,7 @@ class LexicalFeaturizer(Featurizer):
     """
 
     name = "lexical"
-    inline_safe = True  # hashed n-grams + one matmul on a bounded tail: ~0.1 ms
+    inline_safe = True  # bounded tail, never drops the GIL: 0.05-0.3 ms (bench/gil_contention.py)
 
     def __init__(
         self,
@@ -145,6 +191,8 @@ class LexicalFeaturizer(Featurizer):
             raise ValueError("LexicalFeaturizer.fit needs at least one text")
         if self.n_components < 1 or self.max_chars < 1 or self.n_features < 2:
             raise ValueError("n_components, max_chars must be >= 1 and n_features >= 2")
+        if self.max_chars > _MAX_BYTES // 4:  # 4 UTF-8 bytes per character at most
+            raise ValueError(f"max_chars must be <= {_MAX_BYTES // 4:,}, got {self.max_chars:,}")
         per_text = [
             np.unique(_buckets(t, self.max_chars, self.n_features), return_counts=True)
             for t in texts
@@ -186,6 +234,7 @@ class LexicalFeaturizer(Featurizer):
             svd.fit(x)
             comp[:, :k] = svd.components_.T
         self.components_ = comp
+        self._rows = list(comp)
         return self
 
     def _after_load(self) -> None:
@@ -195,6 +244,7 @@ class LexicalFeaturizer(Featurizer):
             len(self.buckets_), dtype=np.int32
         )
         self._col_of_bucket = table
+        self._rows = list(getattr(self, "components_", ()))  # row views, for _row
 
     # -- transforming ------------------------------------------------------------------------
 
@@ -207,13 +257,17 @@ class LexicalFeaturizer(Featurizer):
         return out
 
     def _row(self, text: str) -> np.ndarray:
-        col = self._col_of_bucket[_buckets(text, self.max_chars, self.n_features)]
-        col = col[col >= 0]
-        if col.size == 0:
+        col = _lookup(self._col_of_bucket, _buckets(text, self.max_chars, self.n_features))
+        tf = Counter(col[col >= 0].tolist())  # counted in Python: np.unique sorts off the GIL
+        if not tf:
             return np.zeros(self.n_components, dtype=np.float32)
-        col, tf = np.unique(col, return_counts=True)
+        k = len(tf)
+        cols = np.fromiter(tf.keys(), dtype=np.intp, count=k)
+        counts = np.fromiter(tf.values(), dtype=np.float32, count=k)
         # The TF-IDF row's own L2 norm is skipped: the output is re-normalised anyway.
-        weights = (1.0 + np.log(tf.astype(np.float32))) * self.idf_[col]
-        row = weights @ self.components_[col]
-        norm = float(np.sqrt(row @ row))
+        weights = (1.0 + np.log(counts)) * _lookup(self.idf_, cols)
+        # Rows stacked from views, not gathered by fancy indexing (see the note at the top).
+        rows = self._rows
+        row = (weights[None, :] @ np.array([rows[c] for c in tf]))[0]
+        norm = float(np.sqrt(np.square(row).sum()))
         return row / norm if norm > 0 else row

@@ -39,6 +39,7 @@ from typing import Any
 
 from routeiq.data.prompts import PromptError, request_text
 from routeiq.decision.decision import FALLBACK, Decision
+from routeiq.decision.exploration import draw
 from routeiq.decision.rules import cheapest, decide, pinned, shuffle
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
@@ -147,16 +148,17 @@ class DecisionEngine:
         """Decide, then emit the span, metrics and decision-log record."""
         started = self.clock()
         group = self.group(request.group)
+        decision_id = f"{os.getpid()}-{uuid.uuid4().hex}"
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
-                decision, text, context = await self._decide(group, request)
+                decision, text, context = await self._decide(group, request, decision_id)
             except (NoCandidatesError, OverrideError) as exc:
                 span.set_attribute(ERROR_TYPE, type(exc).__name__)
                 if self.metrics is not None:
                     self.metrics.observe_rejection(group.name, type(exc).__name__)
                 raise
             decision = decision.with_context(  # one copy: replace() costs microseconds
-                id=f"{os.getpid()}-{uuid.uuid4().hex}",
+                id=decision_id,
                 group=group.name,
                 attempt=request.attempt,
                 **context,
@@ -210,7 +212,7 @@ class DecisionEngine:
     # -- the rule ----------------------------------------------------------------------------
 
     async def _decide(
-        self, group: ResolvedGroup, request: RouteRequest
+        self, group: ResolvedGroup, request: RouteRequest, decision_id: str
     ) -> tuple[Decision, str | None, dict[str, Any]]:
         """The decision, the routing text (for the log) and serving fields to set on it."""
         cands = list(request.candidates)
@@ -228,7 +230,9 @@ class DecisionEngine:
         elif mode == "cheapest":
             decision = cheapest(names, models, costs, lam=tradeoff.lam, available=avail)
         else:
-            decision, text, digest = await self._route(group, request, cands, tradeoff, avail)
+            decision, text, digest = await self._route(
+                group, request, cands, tradeoff, avail, decision_id
+            )
             return decision, text, self._noted(decision, why, tradeoff, router=digest)
         return decision, self._text_for_log(request), self._noted(decision, why, tradeoff)
 
@@ -239,6 +243,7 @@ class DecisionEngine:
         cands: list[Candidate],
         tradeoff: Tradeoff,
         avail: list[bool],
+        decision_id: str,
     ) -> tuple[Decision, str | None, str | None]:
         """The learned rule, or the fallback rule; with the text and the router's digest."""
         names, models, costs = _columns(cands)
@@ -284,6 +289,10 @@ class DecisionEngine:
             available=avail,
             mapped_from=resolved.mapped_from,
             mapping_rules=resolved.mapping_rules,
+            exploration=group.exploration,
+            u=draw(group.exploration.seed, decision_id, learned.digest)
+            if group.exploration.enabled
+            else 0.0,
         )
         return decision, text, learned.digest or None
 

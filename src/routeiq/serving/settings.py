@@ -51,6 +51,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routeiq.decision.exploration import Exploration
 from routeiq.integrations.redis_url import RedisStreamConfig, is_url
 
 SETTINGS_KEY = "routeiq_settings"
@@ -86,6 +87,7 @@ class GroupSettings(_Strict):
     target: str | None = None
     allow_client_overrides: bool | None = None
     estimated_output_tokens: Annotated[int, Field(ge=0)] | None = None
+    exploration: Exploration | None = None
 
     @field_validator("target")
     @classmethod
@@ -111,6 +113,8 @@ class RouteIQSettings(_Strict):
     target: str | None = None
     allow_client_overrides: bool = False
     estimated_output_tokens: Annotated[int, Field(ge=0)] = 256
+    # Safe exploration of the learned rule (off: deterministic); see decision/exploration.py.
+    exploration: Exploration = Field(default_factory=Exploration)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(
         default_factory=dict, description="deployment model name -> model the router knows"
@@ -169,6 +173,7 @@ class RouteIQSettings(_Strict):
             target=g.target if own_tradeoff else self.target,
             allow_client_overrides=pick("allow_client_overrides"),
             estimated_output_tokens=pick("estimated_output_tokens"),
+            exploration=pick("exploration"),
         )
 
     def router_paths(self) -> set[Path]:
@@ -192,6 +197,7 @@ class ResolvedGroup(BaseModel):
     target: str | None
     allow_client_overrides: bool
     estimated_output_tokens: int
+    exploration: Exploration
 
 
 def _format_error(exc: ValidationError, where: str) -> str:

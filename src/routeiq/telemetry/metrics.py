@@ -75,6 +75,13 @@ class RouteIQMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.explored = Counter(
+            "explored",
+            "Decisions where the exploring policy picked other than the greedy choice",
+            ["model_group"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         self.outcomes = Counter(
             "outcomes",
             "Results of routed calls reported by LiteLLM callbacks",
@@ -103,6 +110,8 @@ class RouteIQMetrics:
         self.decision_seconds.labels(group).observe(seconds)
         if decision.fallback_reason:
             self.fallbacks.labels(group, _reason_label(decision.fallback_reason)).inc()
+        if decision.explored:
+            self.explored.labels(group).inc()
 
     def observe_rejection(self, model_group: str, reason: str) -> None:
         self.rejections.labels(model_group, reason).inc()

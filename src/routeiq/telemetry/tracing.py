@@ -156,6 +156,7 @@ def decision_attributes(
             "routeiq.predicted_quality": chosen.predicted_quality if chosen else None,
             "routeiq.cost_usd": chosen.cost if chosen else None,
             "routeiq.propensity": decision.propensity,
+            "routeiq.greedy.deployment": decision.greedy,
             "routeiq.fallback_reason": decision.fallback_reason,
             "routeiq.excluded": excluded or None,
             "routeiq.candidates.deployments": [row.name for row in rows],

@@ -137,6 +137,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             "outcome": decision.outcome,
             "fallback_reason": decision.fallback_reason,
             "override": decision.override,
+            "propensity": decision.propensity if decision.greedy is not None else None,
             "owner": self.token,
         }
         # LiteLLM may copy the metadata dict between hops; the list object is shared, so
