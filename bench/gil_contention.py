@@ -17,7 +17,6 @@ directory. Prompts: the demo prompts (~80 characters) and ~2,000-character ones.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import tempfile
 import threading
@@ -97,13 +96,20 @@ def main() -> None:
         resolved = learned.score(short[0], cands)
         settings = RouteIQSettings.model_validate({"router": str(path)})
         engine = DecisionEngine(settings, RouterRegistry(load_routers(settings)))
-        loop = asyncio.new_event_loop()
 
         def engine_decide(text: str) -> object:
+            # Driven without an event loop: the inline path never suspends, and a loop's own
+            # poll (a syscall, which drops the GIL) is not RouteIQ's cost.
             request = RouteRequest(
                 group="chat", candidates=cands, messages=[{"role": "user", "content": text}]
             )
-            return loop.run_until_complete(engine.decide(request))
+            coro = engine.decide(request)
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                return done.value
+            coro.close()
+            raise RuntimeError("the inline decision suspended")
 
         stages: dict[str, Callable[[str], object]] = {
             "featurize": lambda t: learned.featurizer.transform([t]),
@@ -130,7 +136,6 @@ def main() -> None:
                     busy = timings(op, texts)
                 print(row(f"{name} [{label}]", idle, busy))
         engine.close()
-        loop.close()
 
 
 if __name__ == "__main__":

@@ -117,14 +117,25 @@ def choose(quality: Any, cost: Any, lambdas: Any, available: Any = None) -> np.n
         best = u.max(axis=2, keepdims=True)
         tied = avail[None] & (u >= best - TIE_RTOL * np.maximum(1.0, np.abs(best)))
         cmin = np.where(tied, c[None], np.inf).min(axis=2, keepdims=True)
-        out[idx] = (tied & (c[None] == cmin)).argmax(axis=2)  # first True: lowest index
+        out[idx] = _first_true(tied & (c[None] == cmin), axis=2)
     infinite = np.flatnonzero(np.isinf(lam))
     if infinite.size:
         cmin = np.where(avail, c, np.inf).min(axis=1, keepdims=True)
         tied = avail & (c == cmin)
         qmax = np.where(tied, q, -np.inf).max(axis=1, keepdims=True)
-        out[infinite] = (tied & (q == qmax)).argmax(axis=1)
+        out[infinite] = _first_true(tied & (q == qmax), axis=1)
     return out
+
+
+def _first_true(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Index of the first True along ``axis`` (each lane has one). Not ``argmax``: numpy's
+    arg-reductions drop the GIL at any size, which stalls a gateway's event loop
+    (``bench/gil_contention.py``); a max over ``m - index`` does not."""
+    m = mask.shape[axis]
+    shape = [1] * mask.ndim
+    shape[axis] = m
+    rank = np.arange(m, 0, -1).reshape(shape)  # m, m-1, ..., 1
+    return m - np.where(mask, rank, 0).max(axis=axis)
 
 
 def choose_one(quality: Any, cost: Any, lam: float, available: Any = None) -> int:

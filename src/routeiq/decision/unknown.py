@@ -112,7 +112,10 @@ def map_model(
     if own is not None and own >= 0 and priced.any():
         logs = np.log(np.maximum(c, _LOG_FLOOR_USD))
         dist = np.where(priced, np.abs(logs - math.log(max(own, _LOG_FLOOR_USD))), np.inf)
-        j = int(np.argmin(dist))  # first minimum: ties to the earlier known model
+        # First minimum (ties to the earlier known model); a list, not np.argmin, which
+        # drops the GIL (see routeiq.decision.choice._first_true).
+        values = dist.tolist()
+        j = values.index(min(values))
         return ModelMapping(model, float(q[j]), own, "price_prior", known[j], note)
 
     cost = own if own is not None else (float(c[priced].mean()) if priced.any() else math.nan)

@@ -27,6 +27,7 @@ of a busy loop) and in a thread pool bounded by ``decision_timeout_ms`` otherwis
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -130,6 +131,10 @@ class DecisionEngine:
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self._groups: dict[str, ResolvedGroup] = {}
+        # Decision ids: a random prefix per engine and a counter. uuid4 per decision would
+        # read os.urandom, a syscall that drops the GIL (bench/gil_contention.py).
+        self._id_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        self._ids = itertools.count()
         # Threads start on first use: inline scoring never creates one.
         self._executor = ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="routeiq-score"
@@ -148,7 +153,7 @@ class DecisionEngine:
         """Decide, then emit the span, metrics and decision-log record."""
         started = self.clock()
         group = self.group(request.group)
-        decision_id = f"{os.getpid()}-{uuid.uuid4().hex}"
+        decision_id = f"{self._id_prefix}{next(self._ids):016x}"
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
                 decision, text, context = await self._decide(group, request, decision_id)
