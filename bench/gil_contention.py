@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from routeiq.decision.exploration import Exploration, draw
 from routeiq.decision.rules import decide
 from routeiq.integrations.litellm.demo import build_demo_router, demo_prompts
 from routeiq.router import Candidate, LearnedRouter
@@ -94,6 +95,7 @@ def main() -> None:
         cands = [Candidate(name=f"d{i}", model=m, cost=None) for i, m in enumerate(models)]
         names = [c.name for c in cands]
         resolved = learned.score(short[0], cands)
+        explore = Exploration(mode="epsilon", margin=1.0, max_cost_ratio=1e6)
         settings = RouteIQSettings.model_validate({"router": str(path)})
         engine = DecisionEngine(settings, RouterRegistry(load_routers(settings)))
 
@@ -116,6 +118,15 @@ def main() -> None:
             "score (feat+predict)": lambda t: learned.score(t, cands),
             "decide (kernel)": lambda t: decide(
                 names, models, resolved.quality, resolved.cost, learned.lam
+            ),
+            "decide (exploring)": lambda t: decide(
+                names,
+                models,
+                resolved.quality,
+                resolved.cost,
+                learned.lam,
+                exploration=explore,
+                u=draw(0, t, learned.digest),
             ),
             "engine.decide (all)": engine_decide,
         }

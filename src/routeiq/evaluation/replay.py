@@ -129,15 +129,17 @@ def _chosen_index(decision: Any) -> int | None:
 def _logged(records: Sequence[RouteRecord]) -> tuple[list[tuple[RouteRecord, int]], dict[str, int]]:
     """Records usable for OPE with their chosen index, and counts of why others are not."""
     usable = []
-    skipped = {"no prompt": 0, "no decision": 0, "no quality feedback": 0, "not routed": 0}
+    skipped = {"no prompt": 0, "no decision": 0, "no quality feedback": 0, "fallback/pinned": 0}
     for rec in records:
         dec = rec.decision
         if rec.prompt is None:
             skipped["no prompt"] += 1
         elif dec is None or (j := _chosen_index(dec)) is None:
             skipped["no decision"] += 1
-        elif dec.outcome not in (None, "routed"):  # fallback, pinned, shuffle: not the rule
-            skipped["not routed"] += 1
+        elif dec.outcome in ("fallback", "pinned"):
+            # Not a choice among candidates the new policy could make. Shuffle and cheapest
+            # decisions stay: their propensities are exact (shuffle logs are ideal for OPE).
+            skipped["fallback/pinned"] += 1
         elif (o := rec.outcomes.get(dec.chosen)) is None or o.quality is None:
             skipped["no quality feedback"] += 1
         else:
