@@ -524,10 +524,22 @@ async def test_exploration_through_litellm_logs_propensities_and_outcomes(
     )
     strategy = install(router, settings)
     try:
-        served_by = [served(await ask(router, CODE)) for _ in range(80)]
+        served_by, headers = [], []
+        for _ in range(80):
+            metadata: dict = {}
+            response = await ask(router, CODE, metadata=metadata)
+            served_by.append(served(response))
+            headers.append(
+                await strategy.callback.async_post_call_response_headers_hook(
+                    data={"metadata": metadata}, user_api_key_dict=None, response=response
+                )
+            )
         records = await settle(strategy, 80)
     finally:
         uninstall(router, strategy)
+    for h, dep in zip(headers, served_by, strict=True):
+        assert h["x-routeiq-deployment"] == dep
+        assert h["x-routeiq-propensity"] == ("0.75" if dep == "strong" else "0.25")
     assert 5 < served_by.count("cheap") < 40  # a quarter of the traffic explores
     assert len(records) == 80
     for rec, dep in zip(records, served_by, strict=True):
