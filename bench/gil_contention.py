@@ -24,8 +24,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from routeiq.data.loaders import load_dataset
 from routeiq.decision.exploration import Exploration, draw
 from routeiq.decision.rules import decide
+from routeiq.features.lexical import LexicalFeaturizer
 from routeiq.integrations.litellm.demo import build_demo_router, demo_prompts
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.engine import DecisionEngine, RouteRequest
@@ -80,6 +82,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--router", type=Path, help="router artifact (default: the demo one)")
     parser.add_argument("--n", type=int, default=300, help="prompts per length")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="also time a lexical featurizer fitted on this dataset's first 3,000 prompts, on "
+        "its 200 longest other prompts (a real vocabulary: ~30k buckets)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +155,15 @@ def main() -> None:
                     busy = timings(op, texts)
                 print(row(f"{name} [{label}]", idle, busy))
         engine.close()
+        if args.data is not None:
+            dataset = load_dataset(args.data)
+            texts = list(dataset.prompts)
+            real = LexicalFeaturizer().fit(texts[:3000])
+            tail = sorted(texts[3000:], key=len)[-200:]
+            idle = timings(lambda t: real.transform([t]), tail)
+            with Spinner():
+                busy = timings(lambda t: real.transform([t]), tail)
+            print(row(f"featurize [{args.data.stem[:12]}]", idle, busy))
 
 
 if __name__ == "__main__":

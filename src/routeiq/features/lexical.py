@@ -131,6 +131,15 @@ def _buckets(text: str, max_chars: int, n_features: int) -> np.ndarray:
     return out
 
 
+def _known_columns(table: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+    """Projection columns of the buckets the vocabulary keeps (``table`` maps others to -1)."""
+    parts = []
+    for a in range(0, buckets.size, _CHUNK):
+        col = table[buckets[a : a + _CHUNK]]
+        parts.append(col[col >= 0])
+    return np.concatenate(parts) if parts else np.empty(0, dtype=table.dtype)
+
+
 def _lookup(table: np.ndarray, index: np.ndarray) -> np.ndarray:
     """``table[index]`` for a 1-D ``index``, in pieces numpy indexes without dropping the GIL."""
     if index.size <= _CHUNK:
@@ -257,15 +266,17 @@ class LexicalFeaturizer(Featurizer):
         return out
 
     def _row(self, text: str) -> np.ndarray:
-        col = _lookup(self._col_of_bucket, _buckets(text, self.max_chars, self.n_features))
-        tf = Counter(col[col >= 0].tolist())  # counted in Python: np.unique sorts off the GIL
+        col = _known_columns(self._col_of_bucket, _buckets(text, self.max_chars, self.n_features))
+        tf = Counter(col.tolist())  # counted in Python: np.unique sorts off the GIL
         if not tf:
             return np.zeros(self.n_components, dtype=np.float32)
         k = len(tf)
-        cols = np.fromiter(tf.keys(), dtype=np.intp, count=k)
         counts = np.fromiter(tf.values(), dtype=np.float32, count=k)
+        idf = _lookup(self.idf_, np.fromiter(tf.keys(), dtype=np.intp, count=k))
         # The TF-IDF row's own L2 norm is skipped: the output is re-normalised anyway.
-        weights = (1.0 + np.log(counts)) * _lookup(self.idf_, cols)
+        weights = np.empty(k, dtype=np.float32)
+        for a in range(0, k, _CHUNK):
+            weights[a : a + _CHUNK] = (1.0 + np.log(counts[a : a + _CHUNK])) * idf[a : a + _CHUNK]
         # Rows stacked from views, not gathered by fancy indexing (see the note at the top).
         rows = self._rows
         row = (weights[None, :] @ np.array([rows[c] for c in tf]))[0]
