@@ -2,7 +2,7 @@
 
     >>> policy = Exploration(mode="epsilon", epsilon=0.1, margin=0.05)
     >>> policy.probabilities(utility=[0.80, 0.78, 0.50], cost=[1e-3, 2e-4, 1e-5], greedy=0)
-    array([0.95, 0.05, 0.  ])
+    array([0.9, 0.1, 0. ])
 
 Only candidates whose predicted utility is within ``margin`` (quality points) of the greedy
 choice and whose cost is at most ``max_cost_ratio`` times the greedy cost are *eligible*;
