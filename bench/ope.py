@@ -45,7 +45,7 @@ def run(name: str, path: Path, seeds: int, n: int, n_bootstrap: int) -> list[str
     lam, _ = logging_router.tradeoff()
     new_router = build_router(cached, "knn", lam=lam).fit(train, fit_featurizer=False)
     explore = Exploration(mode="epsilon")
-    rows_by_seed = []
+    truths = []
     errors: dict[str, list[float]] = {k: [] for k in ESTIMATORS}
     covered: dict[str, int] = dict.fromkeys(ESTIMATORS, 0)
     ess, explored, unsupported, started = [], [], [], time.perf_counter()
@@ -83,13 +83,13 @@ def run(name: str, path: Path, seeds: int, n: int, n_bootstrap: int) -> list[str
         for k, est in res.estimates.items():
             errors[k].append(abs(est.value - truth) / abs(truth))
             covered[k] += est.low <= truth <= est.high
-        rows_by_seed.append(truth)
+        truths.append(truth)
     seconds = time.perf_counter() - started
     lines = [
         f"### {name}: {seeds} seeds x {n} logged decisions; logging lexical+logistic "
         f"(lambda {lam:.4g}, epsilon 0.05, margin 0.05), new policy lexical+kNN greedy",
         "",
-        f"true new-policy utility: mean {statistics.fmean(rows_by_seed):.4f}; explored share "
+        f"true new-policy utility: mean {statistics.fmean(truths):.4f}; explored share "
         f"{statistics.fmean(explored):.3f}; ESS median {statistics.median(ess):.0f} of {n}; "
         f"new-policy mass without logged support {statistics.fmean(unsupported):.3f}; "
         f"{seconds / seeds:.1f} s per seed",

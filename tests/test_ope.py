@@ -111,6 +111,9 @@ def test_bad_inputs_get_clear_errors(kwargs, match) -> None:
     }
     with pytest.raises(ValueError, match=match):
         estimate(**{**args, **kwargs})
+
+
+def test_an_empty_log_is_an_error() -> None:
     with pytest.raises(ValueError, match="no logged decisions"):
         estimate([], np.array([], dtype=int), [], np.zeros((0, 2)))
 

@@ -73,14 +73,18 @@ PricesOpt = Annotated[
 FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]
 
 
+def _is_stream(source: str | None) -> bool:
+    return source is not None and source.startswith(("redis://", "rediss://"))
+
+
 def _load(data: str | None, prices: Path | None) -> Any:
     from routeiq.data.loaders import load_dataset
 
-    if data is not None and data.startswith(("redis://", "rediss://")):
+    if _is_stream(data):
         from routeiq.data.records import records_to_dataset
         from routeiq.integrations.redis_stream import read_stream
 
-        return records_to_dataset(read_stream(data))
+        return records_to_dataset(read_stream(data))  # type: ignore[arg-type]
     return load_dataset(Path(data) if data else default_dataset(), prices=prices)
 
 
@@ -278,7 +282,7 @@ def ope(
         if lam is not None and target is not None:
             raise ValueError("give --lambda or --target, not both")
         policy = Exploration.model_validate({"mode": explore, "epsilon": epsilon, "margin": margin})
-        if log.startswith(("redis://", "rediss://")):
+        if _is_stream(log):
             from routeiq.integrations.redis_stream import read_stream
 
             records: list[Any] = list(read_stream(log))

@@ -58,6 +58,10 @@ class Exploration(BaseModel):
             f"max_cost_ratio={self.max_cost_ratio:g}"
         )
 
+    def draw(self, decision_id: str, router: str | None) -> float:
+        """This policy's uniform draw for one decision (0.0, unused, when off)."""
+        return draw(self.seed, decision_id, router) if self.enabled else 0.0
+
     def probabilities(
         self, utility: Any, cost: Any, greedy: int, available: Any = None
     ) -> np.ndarray:

@@ -99,9 +99,10 @@ def decide(
     ]
     greedy = idx
     probs = [1.0 if j == idx else 0.0 for j in range(m)]
-    if exploration is not None and exploration.enabled:
+    explored = exploration is not None and exploration.enabled
+    if explored:
         u_arr = [math.nan if v is None else v for v in utils]
-        p = exploration.probabilities(u_arr, c, idx, avail)
+        p = exploration.probabilities(u_arr, c, idx, avail)  # type: ignore[union-attr]
         idx = sample(p, u)
         probs = [float(v) for v in p]
     rows = []
@@ -122,7 +123,6 @@ def decide(
         )
     if rule is None:
         rule = CHEAPEST_RULE if math.isinf(lam) else DEFAULT_RULE
-    explored = exploration is not None and exploration.enabled
     if explored:
         rule = f"{rule}; {exploration.describe()}"  # type: ignore[union-attr]
     return Decision(

@@ -97,10 +97,11 @@ def _point(
     r: np.ndarray, w: np.ndarray, dm_rows: np.ndarray | None, q_logged: np.ndarray | None
 ) -> dict[str, np.ndarray]:
     """Each estimator along the last axis (works for (n,) and (B, n) resamples)."""
-    out = {"ips": (w * r).mean(axis=-1)}
+    weighted = (w * r).sum(axis=-1)
     total = w.sum(axis=-1)
+    out = {"ips": weighted / r.shape[-1]}
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["snips"] = np.where(total > 0, (w * r).sum(axis=-1) / total, np.nan)
+        out["snips"] = np.where(total > 0, weighted / total, np.nan)
     if dm_rows is not None and q_logged is not None:
         out["dm"] = dm_rows.mean(axis=-1)
         out["dr"] = (dm_rows + w * (r - q_logged)).mean(axis=-1)
@@ -156,7 +157,8 @@ def estimate(
         )
         estimates[k] = Estimate(float(point[k]), float(low), float(high))
 
-    ess = float(w.sum() ** 2 / np.square(w).sum()) if np.square(w).sum() > 0 else 0.0
+    square = float(np.square(w).sum())
+    ess = float(w.sum() ** 2 / square) if square > 0 else 0.0
     unsupported = 0.0
     if logged_probs is not None:
         lp = np.asarray(logged_probs, dtype=np.float64)

@@ -23,7 +23,7 @@ from routeiq.data.dataset import RoutingDataset
 from routeiq.data.prompts import prompt_text
 from routeiq.data.records import RouteRecord
 from routeiq.decision.decision import Decision
-from routeiq.decision.exploration import Exploration, draw
+from routeiq.decision.exploration import Exploration
 from routeiq.decision.rules import decide
 from routeiq.decision.unknown import resolve_candidates
 from routeiq.evaluation.ope import OPEResult, estimate
@@ -63,8 +63,7 @@ def policy(
             candidate_costs=list(req.costs),
             aliases=router.aliases,
         )
-        names = [f"{j}" for j in range(len(req.models))]
-        u = draw(explore.seed, req.id, router.digest) if explore.enabled else 0.0
+        names = [str(j) for j in range(len(req.models))]
         out.append(
             decide(
                 names,
@@ -76,7 +75,7 @@ def policy(
                 mapped_from=resolved.mapped_from,
                 mapping_rules=resolved.mapping_rules,
                 exploration=explore,
-                u=u,
+                u=explore.draw(req.id, router.digest),
             ).with_context(id=req.id, router=router.digest)
         )
     return out
@@ -89,11 +88,10 @@ def simulate_log(
     lam: float | None = None,
     target: str | None = None,
     exploration: Exploration | None = None,
-    rows: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Decision records (the JSONL format) as the gateway would log them on ``dataset``:
     each row's decision, with only the chosen model's outcome revealed."""
-    idx = list(range(len(dataset))) if rows is None else list(rows)
+    idx = range(len(dataset))
     requests = [
         LoggedRequest(
             dataset.ids[i],
@@ -148,30 +146,29 @@ def _logged(records: Sequence[RouteRecord]) -> tuple[list[tuple[RouteRecord, int
 
 
 def recalibrate(
-    predicted: np.ndarray, models: Sequence[Sequence[str]], actions: np.ndarray, rewards: np.ndarray
+    predicted: np.ndarray, names: np.ndarray, actions: np.ndarray, rewards: np.ndarray
 ) -> np.ndarray:
     """The reward model for DM/DR: the router's predicted quality, refitted per model on the
     log (``reward ~ a + b * predicted`` over the rows where that model was chosen; a mean
     shift with few rows). A router trained elsewhere is biased on this traffic; the log says
-    by how much, and DR's correction only fixes the part the logging policy explored."""
+    by how much, and DR's correction only fixes the part the logging policy explored.
+
+    ``predicted`` and ``names`` (the candidates' models, "" for padding) are (n, m)."""
     out = predicted.copy()
-    n = predicted.shape[0]
-    chosen_model = [models[i][actions[i]] for i in range(n)]
-    lo, hi = float(rewards.min()), float(rewards.max())
-    for model in set(chosen_model):
-        rows = np.array([i for i in range(n) if chosen_model[i] == model])
-        x, y = predicted[rows, actions[rows]], rewards[rows]
-        if rows.size >= 30 and np.ptp(x) > 0:
+    rows = np.arange(len(actions))
+    chosen = names[rows, actions]
+    for model in np.unique(chosen):
+        mine = chosen == model
+        x, y = predicted[rows[mine], actions[mine]], rewards[mine]
+        if x.size >= 30 and np.ptp(x) > 0:
             slope, intercept = np.polyfit(x, y, 1)
-        elif rows.size >= 5:
+        elif x.size >= 5:
             slope, intercept = 1.0, float(np.mean(y - x))
         else:
             continue
-        for i in range(n):
-            for j, name in enumerate(models[i]):
-                if name == model:
-                    out[i, j] = intercept + slope * predicted[i, j]
-    return np.clip(out, lo, hi)
+        cells = names == model
+        out[cells] = intercept + slope * predicted[cells]
+    return np.clip(out, float(rewards.min()), float(rewards.max()))
 
 
 def evaluate_log(
@@ -197,6 +194,7 @@ def evaluate_log(
     n = len(usable)
     logged_p, target_p = np.zeros((n, m)), np.zeros((n, m))
     q_model, c_model = np.zeros((n, m)), np.zeros((n, m))
+    names = np.full((n, m), "", dtype=object)
     actions, props = np.zeros(n, dtype=np.intp), np.zeros(n)
     quality, cost = np.zeros(n), np.zeros(n)
     requests = []
@@ -205,6 +203,7 @@ def evaluate_log(
         assert dec is not None and rec.prompt is not None
         cands = dec.candidates
         models, costs = [c.model for c in cands], [c.cost for c in cands]
+        names[i, : len(cands)] = models
         requests.append(LoggedRequest(rec.id, prompt_text(rec.prompt), models, costs))
         actions[i], props[i] = chosen, dec.propensity
         logged_p[i, : len(cands)] = [
@@ -221,7 +220,6 @@ def evaluate_log(
             target_p[i, j] = row.probability
             q_model[i, j] = row.predicted_quality if row.predicted_quality is not None else 0.0
             c_model[i, j] = row.cost if row.cost is not None else cost[i]
-    names = [[c.model for c in rec.decision.candidates] for rec, _ in usable]  # type: ignore[union-attr]
     q_model = recalibrate(q_model, names, actions, quality)
     common: dict[str, Any] = {"logged_probs": logged_p, "n_bootstrap": n_bootstrap, "seed": seed}
     finite = lam_ if math.isfinite(lam_) else 0.0

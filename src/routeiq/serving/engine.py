@@ -40,7 +40,6 @@ from typing import Any
 
 from routeiq.data.prompts import PromptError, request_text
 from routeiq.decision.decision import FALLBACK, Decision
-from routeiq.decision.exploration import draw
 from routeiq.decision.rules import cheapest, decide, pinned, shuffle
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
@@ -295,9 +294,7 @@ class DecisionEngine:
             mapped_from=resolved.mapped_from,
             mapping_rules=resolved.mapping_rules,
             exploration=group.exploration,
-            u=draw(group.exploration.seed, decision_id, learned.digest)
-            if group.exploration.enabled
-            else 0.0,
+            u=group.exploration.draw(decision_id, learned.digest),
         )
         return decision, text, learned.digest or None
 
