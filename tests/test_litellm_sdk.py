@@ -287,9 +287,9 @@ async def test_client_overrides_only_where_allowed(setup: Any) -> None:
 class SlowRouter(LearnedRouter):
     """A router that takes far longer than the decision timeout."""
 
-    def score(self, *args: Any, **kwargs: Any) -> Any:
+    def score_online(self, *args: Any, **kwargs: Any) -> Any:
         time.sleep(0.5)
-        return super().score(*args, **kwargs)
+        return super().score_online(*args, **kwargs)
 
 
 async def test_slow_router_falls_back_to_cheapest_without_blocking(
@@ -547,3 +547,43 @@ async def test_exploration_through_litellm_logs_propensities_and_outcomes(
         assert d["deployment"] == dep and d["greedy"] == "strong"
         assert d["propensity"] == (0.75 if dep == "strong" else 0.25)
         assert rec["outcomes"][d["chosen"]]["status"] == "success"
+
+
+async def test_sdk_feedback_teaches_the_online_router(demo_artifact: Path, tmp_path: Path) -> None:
+    router = Router(model_list=model_list(), num_retries=0)
+    settings = RouteIQSettings.model_validate(
+        {
+            "router": demo_artifact,
+            "lambda": 20.0,
+            "decision_log": tmp_path / "decisions.jsonl",
+            "online": {
+                "enabled": True,
+                "prior_precision": 1.0,
+                "calibration_precision": 1.0,
+                "pooled_precision": None,
+                "noise": 0.1,
+            },
+        }
+    )
+    strategy = install(router, settings)
+    try:
+        first = served(await ask(router, CODE))
+        for _ in range(40):  # the Python API: the decision id is in the request's metadata
+            metadata: dict = {}
+            if served(await ask(router, CODE, metadata=metadata)) != first:
+                break
+            result = strategy.engine.feedback(metadata["routeiq_decision_id"], 0.0)
+            assert result["learned"] is True
+        after = served(await ask(router, CODE))
+        await settle(strategy, 1)
+    finally:
+        uninstall(router, strategy)
+    assert after != first  # every rating said the first choice was wrong
+    rated = [
+        r
+        for r in read_records(tmp_path / "decisions.jsonl")
+        if r.decision is not None
+        and r.outcomes.get(r.decision.chosen)
+        and r.outcomes[r.decision.chosen].quality == 0.0
+    ]
+    assert rated, "the ratings are joined with their decisions in the log"

@@ -193,3 +193,17 @@ def test_round_trip_benchmarks(tmp_path: Path, routerbench_csv, llmrouter_files)
         path = tmp_path / f"bench{k}.jsonl"
         write_records(path, dataset_to_records(part))
         _assert_same(load_records(path), part)
+
+
+def test_scores_of_several_metrics_merge_line_by_line():
+    from routeiq.data.records import RouteRecord, merge_records
+
+    lines = [
+        {"id": "r", "prompt": "hi", "outcomes": {"m": {"status": "success"}}},
+        {"id": "r", "outcomes": {"m": {"scores": {"helpfulness": 0.5}}}},
+        {"id": "r", "outcomes": {"m": {"scores": {"tone": 1.0}, "quality": 0.0}}},
+    ]
+    (merged,) = merge_records(RouteRecord.model_validate(x) for x in lines)
+    outcome = merged.outcomes["m"]
+    assert outcome.scores == {"helpfulness": 0.5, "tone": 1.0}
+    assert (outcome.quality, outcome.status) == (0.0, "success")

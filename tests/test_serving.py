@@ -1,14 +1,12 @@
 """The serving engine (LiteLLM-independent): rules, fallbacks, overrides, decision log, swap.
 
-Nothing here imports LiteLLM. The ``demo_artifact`` fixture of conftest imports
-``routeiq.integrations.litellm.demo``, whose package ``__init__`` imports LiteLLM (~6 s), so
-this module builds the same demo artifact from ``demo.py`` loaded by file path.
+Nothing here imports LiteLLM: the ``artifact``, ``router`` and ``make_engine`` fixtures
+(conftest) build the demo artifact without it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import math
 import os
@@ -18,14 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
 import pytest
 
-import routeiq
 from routeiq.data.records import read_records
 from routeiq.decision.rules import CHEAPEST_RULE, DEFAULT_RULE, SHUFFLE_RULE
 from routeiq.router import Candidate, LearnedRouter
@@ -75,62 +71,6 @@ def row(decision: Any, name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo router artifact (models gpt-4o, gpt-4o-mini), built without LiteLLM."""
-    source = Path(routeiq.__file__).parent / "integrations" / "litellm" / "demo.py"
-    spec = importlib.util.spec_from_file_location("_routeiq_demo_without_litellm", source)
-    assert spec is not None and spec.loader is not None
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    path = tmp_path_factory.mktemp("routeiq-serving") / "router"
-    demo.build_demo_router(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def router(artifact: Path) -> LearnedRouter:
-    return LearnedRouter.load(artifact)
-
-
-@pytest.fixture
-def metrics() -> RouteIQMetrics:
-    return RouteIQMetrics(prometheus_client.CollectorRegistry())
-
-
-@pytest.fixture
-def make_engine(
-    artifact: Path, router: LearnedRouter, metrics: RouteIQMetrics, tmp_path: Path
-) -> Iterator[Callable[..., DecisionEngine]]:
-    """``make_engine(settings_overrides, router=..., log=False, **engine_kwargs)``."""
-    engines: list[DecisionEngine] = []
-
-    def make(
-        settings: dict[str, Any] | None = None,
-        *,
-        router: LearnedRouter = router,
-        log: bool | DecisionLog = False,
-        **kwargs: Any,
-    ) -> DecisionEngine:
-        data = {"router": str(artifact), "lambda": 20.0, **(settings or {})}
-        decision_log = log
-        if log is True:
-            decision_log = DecisionLog(tmp_path / "decisions.jsonl", metrics=metrics)
-        engine = DecisionEngine(
-            RouteIQSettings.model_validate(data),
-            RouterRegistry({artifact: router}),
-            decision_log=decision_log or None,
-            metrics=metrics,
-            **kwargs,
-        )
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.close()
 
 
 # ------------------------------------------------------------------------------ route mode
@@ -275,10 +215,10 @@ async def test_prompt_over_max_prompt_chars_falls_back(make_engine, metrics):
 async def test_router_error_falls_back(make_engine, artifact, metrics, scoring, caplog):
     broken = LearnedRouter.load(artifact)
 
-    def boom(text: str, candidates: Any) -> Any:
+    def boom(text: str, candidates: Any, online: Any) -> Any:
         raise RuntimeError("model file corrupted")
 
-    broken.score = boom  # type: ignore[method-assign]
+    broken.score_online = boom  # type: ignore[method-assign]
     engine = make_engine({"scoring": scoring, "decision_timeout_ms": 5000}, router=broken)
     d = await engine.decide(request(CODE))
     assert d.outcome == "fallback" and d.chosen == "cheap"
@@ -293,14 +233,14 @@ def slow_router(artifact: Path) -> Iterator[tuple[LearnedRouter, threading.Event
     """A router whose ``score`` takes 0.3 s unless ``gate`` is set (set at teardown)."""
     slow = LearnedRouter.load(artifact)
     gate, calls = threading.Event(), []
-    score = slow.score
+    score = slow.score_online
 
-    def sleepy(text: str, candidates: Any) -> Any:
+    def sleepy(text: str, candidates: Any, online: Any) -> Any:
         calls.append(text)
         gate.wait(0.3)
-        return score(text, candidates)
+        return score(text, candidates, online)
 
-    slow.score = sleepy  # type: ignore[method-assign]
+    slow.score_online = sleepy  # type: ignore[method-assign]
     yield slow, gate, calls
     gate.set()
 

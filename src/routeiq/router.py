@@ -25,6 +25,7 @@ from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
 from routeiq.estimator import Estimator
 from routeiq.features import featurizer_class
 from routeiq.features.base import Featurizer
+from routeiq.online.router import OnlineContext, OnlineRouter
 from routeiq.strategies import quality_model_class
 from routeiq.strategies.base import QualityModel
 
@@ -174,10 +175,20 @@ class LearnedRouter:
         Candidates the router does not know are mapped by the unknown-model rule
         (:mod:`routeiq.decision.unknown`); a candidate's own ``cost`` wins over the cost model.
         """
+        return self.score_online(text, candidates, None)[0]
+
+    def score_online(
+        self, text: str, candidates: Sequence[Candidate], online: OnlineRouter | None
+    ) -> tuple[ResolvedCandidates, OnlineContext | None]:
+        """:meth:`score` with the known models' quality corrected by an online router."""
         self._check_fitted()
-        quality = self.predict_quality([text])[0]
+        x = self.featurizer.transform([text])
+        quality = self.quality_model.predict(x)[0]
         cost = self.predict_cost([text])[0]
-        return resolve_candidates(
+        context = None
+        if online is not None:
+            quality, context = online.adjust(x[0], quality, cost)
+        resolved = resolve_candidates(
             [c.model for c in candidates],
             self.models_,
             quality,
@@ -185,6 +196,7 @@ class LearnedRouter:
             candidate_costs=[c.cost for c in candidates],
             aliases=self.aliases,
         )
+        return resolved, context
 
     def route(
         self,

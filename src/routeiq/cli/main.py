@@ -1,19 +1,31 @@
-"""``routeiq`` command line: train, eval, route."""
+"""``routeiq`` command line: train, eval, route, ope, feedback (and the experiment and
+simulate sub-commands)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from routeiq.cli.common import (  # noqa: F401  (re-exported for sub-apps and tests)
+    ROUTERBENCH,
+    DataOpt,
+    FeatOpt,
+    PricesOpt,
+    _is_stream,
+    _load,
+    console,
+    default_dataset,
+    err_console,
+    read_log,
+    user_errors,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -21,71 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Learned, cost-aware routing for LiteLLM.",
 )
-# Wide enough for the evaluation table when output is piped (rich assumes 80 columns then).
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-ROUTERBENCH = "routerbench/routerbench_0shot_arc_mbpp_winogrande.csv"
-
-
-def default_dataset() -> Path:
-    """The shared RouterBench subset: ``$ROUTEIQ_DATASETS`` or ``../shared/datasets``."""
-    return Path(os.environ.get("ROUTEIQ_DATASETS", "../shared/datasets")) / ROUTERBENCH
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn expected failures (bad files, bad prompts, bad artifacts) into one clear line."""
-    from routeiq.artifacts import ArtifactError
-    from routeiq.data.dataset import DataError
-    from routeiq.data.prompts import PromptError
-
-    try:
-        yield
-    except (
-        DataError,
-        PromptError,
-        ArtifactError,
-        ValueError,
-        FileNotFoundError,
-        RuntimeError,
-    ) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-
-
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data",
-        help="Dataset: RouterBench CSV, LLMRouter CSV, RouteIQ JSONL records, or a decision-log "
-        "stream redis://HOST:PORT/DB?stream=NAME. Default: the shared RouterBench subset.",
-    ),
-]
-PricesOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--prices",
-        help="LLMRouter-style price JSON: prices LLMRouter CSVs (default: "
-        "llm_candidates.json beside it) and JSONL outcomes logged without a cost.",
-    ),
-]
-FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]
-
-
-def _is_stream(source: str | None) -> bool:
-    return source is not None and source.startswith(("redis://", "rediss://"))
-
-
-def _load(data: str | None, prices: Path | None) -> Any:
-    from routeiq.data.loaders import load_dataset
-
-    if _is_stream(data):
-        from routeiq.data.records import records_to_dataset
-        from routeiq.integrations.redis_stream import read_stream
-
-        return records_to_dataset(read_stream(data))  # type: ignore[arg-type]
-    return load_dataset(Path(data) if data else default_dataset(), prices=prices)
 
 
 @app.command()
@@ -273,7 +220,6 @@ def ope(
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimates as JSON.")] = False,
 ) -> None:
     """Estimate what a router would have achieved on logged traffic (off-policy)."""
-    from routeiq.data.records import read_records
     from routeiq.decision.exploration import Exploration
     from routeiq.evaluation.replay import evaluate_log
     from routeiq.router import LearnedRouter
@@ -282,12 +228,7 @@ def ope(
         if lam is not None and target is not None:
             raise ValueError("give --lambda or --target, not both")
         policy = Exploration.model_validate({"mode": explore, "epsilon": epsilon, "margin": margin})
-        if _is_stream(log):
-            from routeiq.integrations.redis_stream import read_stream
-
-            records: list[Any] = list(read_stream(log))
-        else:
-            records = read_records(Path(log))
+        records = read_log(log)
         learned = LearnedRouter.load(router)
         with console.status(f"evaluating {router} on {len(records)} logged decisions"):
             report = evaluate_log(
@@ -330,3 +271,44 @@ def ope(
     )
     for warning in res.warnings:
         err_console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+@app.command()
+def feedback(
+    file: Annotated[Path, typer.Argument(help="JSONL ratings: decision_id, score, metric.")],
+    log: Annotated[
+        str,
+        typer.Option("--log", help="Decision log to join them with: JSONL file or redis://..."),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; write nothing.")] = False,
+) -> None:
+    """Import ratings of served decisions into the decision log (all or nothing)."""
+    from routeiq.serving.batch_feedback import plan_import
+    from routeiq.serving.decision_log import open_sink
+
+    with user_errors():
+        records = read_log(log)
+        with file.open(encoding="utf-8") as f:
+            plan = plan_import(records, f)
+        if plan.errors:
+            shown = "\n  ".join(plan.errors[:20])
+            more = f"\n  ... and {len(plan.errors) - 20} more" if len(plan.errors) > 20 else ""
+            raise ValueError(
+                f"{len(plan.errors)} of {len(plan.errors) + len(plan.records)} ratings refused, "
+                f"nothing written:\n  {shown}{more}"
+            )
+        if not dry_run:
+            sink = open_sink(log if _is_stream(log) else Path(log))
+            sink.write([json.dumps(r, separators=(",", ":")) for r in plan.records])
+            sink.close()
+    verb = "would join" if dry_run else "joined"
+    console.print(f"{verb} {len(plan.records)} ratings with {log}")
+
+
+def _register_subcommands() -> None:
+    from routeiq.cli.experiment import experiment_app
+
+    app.add_typer(experiment_app, name="experiment")
+
+
+_register_subcommands()

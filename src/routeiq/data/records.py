@@ -59,6 +59,7 @@ class Outcome(_Strict):
     latency_ms: NonNeg | None = None
     status: str | None = None
     error_type: str | None = None
+    scores: dict[str, Unit] | None = None  # feedback under other metric names than quality
 
 
 class RecordCandidate(_Strict):
@@ -112,11 +113,13 @@ class RouteRecord(_Strict):
         outcomes = dict(self.outcomes)
         for model, new in later.outcomes.items():
             old = outcomes.get(model)
-            outcomes[model] = (
-                old.model_copy(update={k: getattr(new, k) for k in new.model_fields_set})
-                if old
-                else new
-            )
+            if old is None:
+                outcomes[model] = new
+                continue
+            fields = {k: getattr(new, k) for k in new.model_fields_set}
+            if old.scores and new.scores:  # scores per metric arrive one line at a time
+                fields["scores"] = {**old.scores, **new.scores}
+            outcomes[model] = old.model_copy(update=fields)
         return self.model_copy(update={**update, "outcomes": outcomes})
 
 

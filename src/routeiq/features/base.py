@@ -21,6 +21,11 @@ class Featurizer(Estimator):
 
     inline_safe = False
 
+    @property
+    def n_features_out(self) -> int:
+        """Width of the rows :meth:`transform` returns."""
+        raise NotImplementedError
+
     def fit(self, texts: Sequence[str]) -> Self:
         return self
 

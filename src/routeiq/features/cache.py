@@ -50,7 +50,7 @@ class CachedFeaturizer(Featurizer):
 
     @property
     def n_features_out(self) -> int:
-        return int(self.featurizer.n_features_out)  # type: ignore[attr-defined]
+        return int(self.featurizer.n_features_out)
 
     def fit(self, texts: Sequence[str]) -> Self:
         self.featurizer.fit(texts)

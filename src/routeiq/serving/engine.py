@@ -41,8 +41,13 @@ from typing import Any
 from routeiq.data.prompts import PromptError, request_text
 from routeiq.decision.decision import FALLBACK, Decision
 from routeiq.decision.rules import cheapest, decide, pinned, shuffle
+from routeiq.experiments.assignment import Experiment
+from routeiq.online.router import OnlineContext, OnlineRouter
+from routeiq.online.store import LocalStore
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
+from routeiq.serving.feedback import Identity
+from routeiq.serving.learning import LearningLoop, build_store
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry
 from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
@@ -74,6 +79,9 @@ class RouteRequest:
     operation: str | None = None
     upstream: Mapping[str, str] = field(default_factory=dict)
     parent_span: Any = None
+    identity: Identity | None = None  # the verified caller (feedback authorization)
+    user: str | None = None  # the end user (experiment unit)
+    request_id: str | None = None  # the first decision id of the request (retries)
 
 
 class _Expired(Exception):
@@ -86,15 +94,16 @@ def _score(
     candidates: Sequence[Candidate],
     tradeoff: Tradeoff,
     deadline: float | None,
-) -> tuple[Any, float, str | None, float]:
+    online: OnlineRouter | None = None,
+) -> tuple[Any, float, str | None, float, OnlineContext | None]:
     # In a scoring thread, a job that waited past its deadline is skipped: its caller already
     # fell back, and scoring it anyway would only lengthen the backlog.
     if deadline is not None and time.monotonic() > deadline:
         raise _Expired
     started = time.perf_counter()
     lam, rule = learned.tradeoff(tradeoff.lam, tradeoff.target)
-    resolved = learned.score(text, candidates)
-    return resolved, lam, rule, time.perf_counter() - started
+    resolved, context = learned.score_online(text, candidates, online)
+    return resolved, lam, rule, time.perf_counter() - started, context
 
 
 def _columns(cands: Sequence[Candidate]) -> tuple[list[str], list[str], list[float | None]]:
@@ -120,6 +129,7 @@ class DecisionEngine:
         unrouted: Collection[str] = (),
         clock: Callable[[], float] = time.perf_counter,
         rng: random.Random | None = None,
+        store: LocalStore | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -130,6 +140,14 @@ class DecisionEngine:
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self._groups: dict[str, ResolvedGroup] = {}
+        self._experiments: dict[str, Experiment] = {}
+        self.learning = LearningLoop(
+            settings,
+            store if store is not None else build_store(settings, metrics),
+            registry,
+            decision_log=decision_log,
+            metrics=metrics,
+        )
         # Decision ids: a random prefix per engine and a counter. uuid4 per decision would
         # read os.urandom, a syscall that drops the GIL (bench/gil_contention.py).
         self._id_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
@@ -138,6 +156,30 @@ class DecisionEngine:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="routeiq-score"
         )
+
+    def _arm(
+        self, group: ResolvedGroup, request: RouteRequest, decision_id: str
+    ) -> tuple[ResolvedGroup, str | None]:
+        """The group's settings for this request's experiment arm, and the arm's label.
+
+        A request without the experiment's unit (no end user, say) gets control's settings
+        but no label: it cannot be sticky, so it stays out of the analysis."""
+        if group.experiment is None:
+            return group, None
+        exp = self._experiments.get(group.name)
+        if exp is None:
+            exp = self._experiments.setdefault(group.name, Experiment(group.experiment))
+        unit = {
+            "user": request.user,
+            "team": None if request.identity is None else request.identity.team_id,
+            "key": None if request.identity is None else request.identity.key_hash,
+            "request": request.request_id or decision_id,
+        }[group.experiment.unit]
+        name = exp.assign(unit)
+        arm = self._groups.get(f"{group.name}\x00{name}")
+        if arm is None:
+            arm = self._groups.setdefault(f"{group.name}\x00{name}", group.for_variant(name))
+        return arm, exp.label(name) if unit else None
 
     def group(self, name: str) -> ResolvedGroup:
         """Effective settings of a group, resolved once (names come from clients: bounded)."""
@@ -151,11 +193,11 @@ class DecisionEngine:
     async def decide(self, request: RouteRequest) -> Decision:
         """Decide, then emit the span, metrics and decision-log record."""
         started = self.clock()
-        group = self.group(request.group)
         decision_id = f"{self._id_prefix}{next(self._ids):016x}"
+        group, variant = self._arm(self.group(request.group), request, decision_id)
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
-                decision, text, context = await self._decide(group, request, decision_id)
+                decision, text, context, online = await self._decide(group, request, decision_id)
             except (NoCandidatesError, OverrideError) as exc:
                 span.set_attribute(ERROR_TYPE, type(exc).__name__)
                 if self.metrics is not None:
@@ -165,6 +207,7 @@ class DecisionEngine:
                 id=decision_id,
                 group=group.name,
                 attempt=request.attempt,
+                variant=variant,
                 **context,
             )
             seconds = self.clock() - started
@@ -181,6 +224,7 @@ class DecisionEngine:
                 )
         if self.metrics is not None:
             self.metrics.observe_decision(decision, seconds)
+        self.learning.remember(decision, request.identity, online)
         if self.decision_log is not None:
             prompt = text if self.settings.log_prompt == "text" else None
             self.decision_log.add_decision(decision.to_record(prompt))
@@ -206,10 +250,29 @@ class DecisionEngine:
                 status=status, cost=cost, latency_ms=latency_ms, error_type=error_type
             )
             self.decision_log.add_outcome(decision_id, fields, model)
+        self.learning.implicit(decision_id, status)
+
+    def feedback(
+        self,
+        decision_id: str,
+        score: Any,
+        *,
+        metric: str | None = None,
+        identity: Identity | None = None,
+    ) -> dict[str, Any]:
+        """Rate a served decision: see :meth:`routeiq.serving.learning.LearningLoop.feedback`
+        (blocking with ``shared_state``: from async code use :meth:`afeedback`)."""
+        return self.learning.feedback(decision_id, score, metric=metric, identity=identity)
+
+    async def afeedback(self, decision_id: str, score: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`feedback` off the event loop (same arguments)."""
+        return await asyncio.to_thread(self.learning.feedback, decision_id, score, **kwargs)
 
     def close(self) -> None:
-        """Stop the scoring threads (in-flight scores finish) and flush the decision log."""
+        """Stop the scoring threads (in-flight scores finish), flush the decision log and
+        the shared online state."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.learning.close()
         if self.decision_log is not None:
             self.decision_log.close()
 
@@ -217,14 +280,15 @@ class DecisionEngine:
 
     async def _decide(
         self, group: ResolvedGroup, request: RouteRequest, decision_id: str
-    ) -> tuple[Decision, str | None, dict[str, Any]]:
-        """The decision, the routing text (for the log) and serving fields to set on it."""
+    ) -> tuple[Decision, str | None, dict[str, Any], tuple[str, OnlineContext] | None]:
+        """The decision, the routing text (for the log), serving fields to set on it, and the
+        online router's context (its key and features) when one corrected the prediction."""
         cands = list(request.candidates)
         if not cands:
             raise NoCandidatesError(f"no healthy deployment for model group {group.name!r}")
         names, models, costs = _columns(cands)
         if request.pinned:
-            return pinned(names[0], models[0], costs[0]), self._text_for_log(request), {}
+            return pinned(names[0], models[0], costs[0]), self._text_for_log(request), {}, None
         avail, why = self._exclusions(names, request.failed)
         tradeoff = resolve_tradeoff(group, request.override)
         mode = "shuffle" if group.mode == "route" and group.name in self.unrouted else group.mode
@@ -234,11 +298,11 @@ class DecisionEngine:
         elif mode == "cheapest":
             decision = cheapest(names, models, costs, lam=tradeoff.lam, available=avail)
         else:
-            decision, text, digest = await self._route(
+            decision, text, digest, online = await self._route(
                 group, request, cands, tradeoff, avail, decision_id
             )
-            return decision, text, self._noted(decision, why, tradeoff, router=digest)
-        return decision, self._text_for_log(request), self._noted(decision, why, tradeoff)
+            return decision, text, self._noted(decision, why, tradeoff, router=digest), online
+        return decision, self._text_for_log(request), self._noted(decision, why, tradeoff), None
 
     async def _route(
         self,
@@ -248,8 +312,9 @@ class DecisionEngine:
         tradeoff: Tradeoff,
         avail: list[bool],
         decision_id: str,
-    ) -> tuple[Decision, str | None, str | None]:
-        """The learned rule, or the fallback rule; with the text and the router's digest."""
+    ) -> tuple[Decision, str | None, str | None, tuple[str, OnlineContext] | None]:
+        """The learned rule, or the fallback rule; with the text, the router's digest and the
+        online context."""
         names, models, costs = _columns(cands)
 
         def fallback(reason: str) -> Decision:
@@ -266,21 +331,24 @@ class DecisionEngine:
         try:
             text = request_text(request.messages, request.input)
         except PromptError as exc:
-            return fallback(f"no routable text: {exc}"), None, None
+            return fallback(f"no routable text: {exc}"), None, None, None
         limit = self.settings.max_prompt_chars
         if len(text) > limit:
             reason = f"prompt too long: {len(text):,} characters > max_prompt_chars {limit:,}"
-            return fallback(reason), text, None
+            return fallback(reason), text, None, None
         learned = self.registry.for_group(group)
+        online_key, online = self.learning.online_for(group, learned)
         tail = text[-self.settings.featurize_chars :]
         try:
-            resolved, lam, rule, scoring_s = await self._run_scoring(learned, tail, cands, tradeoff)
+            resolved, lam, rule, scoring_s, octx = await self._run_scoring(
+                learned, tail, cands, tradeoff, online
+            )
         except (TimeoutError, _Expired):
             ms = self.settings.decision_timeout_ms
-            return fallback(f"timeout: no decision within {ms:g} ms"), text, None
+            return fallback(f"timeout: no decision within {ms:g} ms"), text, None, None
         except Exception as exc:
             log.exception("RouteIQ: router failed for model group %r; using cheapest", group.name)
-            return fallback(f"error: {type(exc).__name__}: {exc}"[:300]), text, None
+            return fallback(f"error: {type(exc).__name__}: {exc}"[:300]), text, None, None
         if self.metrics is not None:
             self.metrics.scoring_seconds.labels(group.name).observe(scoring_s)
         decision = decide(
@@ -296,11 +364,17 @@ class DecisionEngine:
             exploration=group.exploration,
             u=group.exploration.draw(decision_id, learned.digest),
         )
-        return decision, text, learned.digest or None
+        online_ctx = None if octx is None or online_key is None else (online_key, octx)
+        return decision, text, learned.digest or None, online_ctx
 
     async def _run_scoring(
-        self, learned: LearnedRouter, text: str, cands: list[Candidate], tradeoff: Tradeoff
-    ) -> tuple[Any, float, str | None, float]:
+        self,
+        learned: LearnedRouter,
+        text: str,
+        cands: list[Candidate],
+        tradeoff: Tradeoff,
+        online: OnlineRouter | None,
+    ) -> tuple[Any, float, str | None, float, OnlineContext | None]:
         scoring = self.settings.scoring
         inline = scoring == "inline" or (
             scoring == "auto" and getattr(learned.featurizer, "inline_safe", False)
@@ -308,10 +382,11 @@ class DecisionEngine:
         if tradeoff.target is not None and not learned.is_calibrated(tradeoff.target):
             inline = False  # a new client target calibrates for milliseconds: off the loop
         if inline:
-            return _score(learned, text, cands, tradeoff, None)
+            return _score(learned, text, cands, tradeoff, None, online)
         timeout = self.settings.decision_timeout_ms / 1000.0
+        deadline = time.monotonic() + timeout
         future = asyncio.get_running_loop().run_in_executor(
-            self._executor, _score, learned, text, cands, tradeoff, time.monotonic() + timeout
+            self._executor, _score, learned, text, cands, tradeoff, deadline, online
         )
         return await asyncio.wait_for(future, timeout)
 

@@ -41,6 +41,12 @@ Settings (top level; those marked * can also be set per group):
   ``log_prompt`` (``text`` | ``none``), ``pending_ttl_s`` (600), ``max_pending`` (100000),
   ``max_queued_records`` (100000): see :mod:`routeiq.serving.decision_log`.
 * ``response_headers`` (true): ``x-routeiq-*`` headers on proxy responses.
+* ``exploration``\\* (off), ``online``\\* (off): safe exploration with logged propensities
+  (:mod:`routeiq.decision.exploration`) and learning from feedback while serving
+  (:mod:`routeiq.online`). ``feedback`` (``ttl_s`` 172800, ``max_contexts``,
+  ``error_quality``): see :mod:`routeiq.serving.feedback`. ``shared_state`` (none):
+  ``{url: redis://..., cluster: false, prefix: routeiq}`` shares feedback and online state
+  across workers and replicas (:mod:`routeiq.online.store`).
 """
 
 from __future__ import annotations
@@ -52,7 +58,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routeiq.decision.exploration import Exploration
+from routeiq.experiments.assignment import ExperimentSettings
 from routeiq.integrations.redis_url import RedisStreamConfig, is_url
+from routeiq.online.router import OnlineSettings
+from routeiq.online.store import SharedStateSettings
+from routeiq.serving.feedback import FeedbackSettings
 
 SETTINGS_KEY = "routeiq_settings"
 
@@ -88,11 +98,25 @@ class GroupSettings(_Strict):
     allow_client_overrides: bool | None = None
     estimated_output_tokens: Annotated[int, Field(ge=0)] | None = None
     exploration: Exploration | None = None
+    online: OnlineSettings | None = None
+    experiment: ExperimentSettings | None = None
 
     @field_validator("target")
     @classmethod
     def _target(cls, value: str | None) -> str | None:
         return _check_target(value)
+
+    @field_validator("experiment")
+    @classmethod
+    def _variant_exploration(cls, value: ExperimentSettings | None) -> ExperimentSettings | None:
+        for v in value.variants if value is not None else ():
+            if v.exploration is not None:
+                try:
+                    Exploration.model_validate(v.exploration)
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"]
+                    raise ValueError(f"variant {v.name!r}: exploration: {msg}") from None
+        return value
 
     @model_validator(mode="after")
     def _one_tradeoff(self) -> GroupSettings:
@@ -115,6 +139,11 @@ class RouteIQSettings(_Strict):
     estimated_output_tokens: Annotated[int, Field(ge=0)] = 256
     # Safe exploration of the learned rule (off: deterministic); see decision/exploration.py.
     exploration: Exploration = Field(default_factory=Exploration)
+    # Learning from feedback while serving (off: the artifact as trained); see routeiq.online.
+    online: OnlineSettings = Field(default_factory=OnlineSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    # Redis shared by every worker and replica: feedback contexts and online state.
+    shared_state: SharedStateSettings | None = None
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(
         default_factory=dict, description="deployment model name -> model the router knows"
@@ -174,6 +203,8 @@ class RouteIQSettings(_Strict):
             allow_client_overrides=pick("allow_client_overrides"),
             estimated_output_tokens=pick("estimated_output_tokens"),
             exploration=pick("exploration"),
+            online=pick("online"),
+            experiment=g.experiment,
         )
 
     def router_paths(self) -> set[Path]:
@@ -183,6 +214,9 @@ class RouteIQSettings(_Strict):
             g = self.group(name)
             if g.mode == "route" and g.router is not None:
                 paths.add(g.router)
+            for v in g.experiment.variants if g.experiment is not None else ():
+                if v.router is not None:
+                    paths.add(v.router)
         return paths
 
 
@@ -198,6 +232,24 @@ class ResolvedGroup(BaseModel):
     allow_client_overrides: bool
     estimated_output_tokens: int
     exploration: Exploration
+    online: OnlineSettings
+    experiment: ExperimentSettings | None = None
+    variant: str | None = None  # the experiment arm these settings are for
+
+    def for_variant(self, name: str) -> ResolvedGroup:
+        """These settings with an experiment variant's changes applied."""
+        assert self.experiment is not None
+        v = self.experiment.variant(name)
+        update: dict[str, Any] = {"variant": name}
+        if v.router is not None:
+            update.update(router=v.router, router_digest=None)  # the pin is the group's
+        if v.lam is not None or v.target is not None:
+            update.update(lam=v.lam, target=v.target)
+        if v.exploration is not None:
+            update["exploration"] = Exploration.model_validate(v.exploration)
+        if v.mode is not None:
+            update["mode"] = v.mode
+        return self.model_copy(update=update)
 
 
 def _format_error(exc: ValidationError, where: str) -> str:
@@ -237,8 +289,16 @@ def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
     if isinstance(log_target, Path):
         log_target = fix(log_target) or log_target
 
+    def fix_experiment(e: ExperimentSettings | None) -> ExperimentSettings | None:
+        if e is None:
+            return None
+        variants = [v.model_copy(update={"router": fix(v.router) or v.router}) for v in e.variants]
+        return e.model_copy(update={"variants": variants})
+
     groups = {
-        name: g.model_copy(update={"router": fix(g.router) or g.router})
+        name: g.model_copy(
+            update={"router": fix(g.router) or g.router, "experiment": fix_experiment(g.experiment)}
+        )
         for name, g in settings.groups.items()
     }
     return settings.model_copy(

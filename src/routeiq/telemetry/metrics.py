@@ -103,6 +103,20 @@ class RouteIQMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "feedback",
+            "Feedback ratings received, by result (accepted, unknown, duplicate, forbidden)",
+            ["result"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.online_store_errors = Counter(
+            "online_store_errors",
+            "Failed rounds with the shared online store (Redis); learning continued locally",
+            [],
+            namespace=namespace,
+            registry=self.registry,
+        )
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
         group = decision.group or ""

@@ -50,6 +50,7 @@ def decision_headers(decision: Mapping[str, Any]) -> dict[str, str]:
         "x-routeiq-fallback-reason": decision.get("fallback_reason"),
         "x-routeiq-override": decision.get("override"),
         "x-routeiq-propensity": decision.get("propensity"),  # set when exploration is on
+        "x-routeiq-variant": decision.get("variant"),  # set in an A/B experiment
     }
     # Header values must be latin-1 single-line text.
     return {

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import json
 import logging
 import os
@@ -52,9 +53,14 @@ from routeiq.integrations.litellm.installer import (
     model_list_of,
     validate,
 )
-from routeiq.integrations.litellm.strategy import RouteIQRoutingStrategy
+from routeiq.integrations.litellm.strategy import (
+    IDENTITY_KEY,
+    RouteIQRoutingStrategy,
+    request_metadata,
+)
 from routeiq.serving.decision_log import DecisionLog
 from routeiq.serving.engine import DecisionEngine
+from routeiq.serving.feedback import Identity
 from routeiq.serving.registry import RouterRegistry, load_routers
 from routeiq.serving.settings import RouteIQConfigError
 from routeiq.telemetry.metrics import RouteIQMetrics
@@ -122,6 +128,9 @@ class RouteIQProxyCallback(RouteIQCallback):
         if engine.decision_log is not None:
             flush_at_shutdown(engine.decision_log)
         callback.start()
+        from routeiq.integrations.litellm.feedback_endpoint import register_feedback_endpoint
+
+        register_feedback_endpoint(callback)  # POST /routeiq/feedback on this worker's proxy app
         return callback
 
     def start(self) -> None:
@@ -188,7 +197,28 @@ class RouteIQProxyCallback(RouteIQCallback):
             from fastapi import HTTPException
 
             raise HTTPException(status_code=503, detail=f"RouteIQ: {self.install_error}")
+        # The verified caller (LiteLLM's auth: virtual key, custom_auth or master key), for
+        # feedback authorization; overwrites anything a client put under this key.
+        request_metadata(data)[IDENTITY_KEY] = identity_entry(user_api_key_dict, self.owner)
         return data
+
+
+def identity_from_auth(auth: Any) -> Identity:
+    """The fields of LiteLLM's verified ``UserAPIKeyAuth`` that feedback authorization uses."""
+    role = getattr(auth, "user_role", None)
+    member = getattr(auth, "team_member", None)
+    return Identity(
+        key_hash=getattr(auth, "api_key", None) or getattr(auth, "token", None),
+        team_id=getattr(auth, "team_id", None),
+        user_id=getattr(auth, "user_id", None),
+        role=getattr(role, "value", role),
+        team_admin=getattr(member, "role", None) == "admin",
+    )
+
+
+def identity_entry(auth: Any, owner: str) -> dict[str, Any]:
+    """:func:`identity_from_auth` as a request-metadata entry tagged with the owner token."""
+    return {"owner": owner, **dataclasses.asdict(identity_from_auth(auth))}
 
 
 def flush_at_shutdown(log_: DecisionLog) -> None:

@@ -32,11 +32,13 @@ from litellm.types.router import CustomRoutingStrategyBase
 from routeiq.data.prices import estimate_request_tokens
 from routeiq.integrations.litellm.deployments import DeploymentTable
 from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
+from routeiq.serving.feedback import Identity
 from routeiq.serving.overrides import OVERRIDE_KEY, OverrideError
 from routeiq.serving.settings import ResolvedGroup
 
 DECISIONS_KEY = "routeiq_decisions"  # metadata: every decision of the request, in order
 CURRENT_KEY = "routeiq_decision_id"  # metadata: the attempt now in flight
+IDENTITY_KEY = "routeiq_identity"  # metadata: the verified caller, set by the proxy callback
 
 
 def request_metadata(request_kwargs: dict) -> dict:
@@ -46,6 +48,21 @@ def request_metadata(request_kwargs: dict) -> dict:
             return value
     request_kwargs["metadata"] = {}
     return request_kwargs["metadata"]
+
+
+def verified_identity(metadata: Mapping[str, Any] | None, owner: str) -> Identity | None:
+    """The caller identity the proxy callback stored from LiteLLM's auth (a client-sent
+    entry lacks the owner token and is ignored); None outside the proxy."""
+    entry = (metadata or {}).get(IDENTITY_KEY)
+    if not isinstance(entry, Mapping) or entry.get("owner") != owner:
+        return None
+    return Identity(
+        key_hash=entry.get("key_hash"),
+        team_id=entry.get("team_id"),
+        user_id=entry.get("user_id"),
+        role=entry.get("role"),
+        team_admin=entry.get("team_admin") is True,
+    )
 
 
 def own_decisions(metadata: Mapping[str, Any] | None, owner: str) -> list[dict[str, Any]]:
@@ -117,6 +134,9 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             operation="chat" if messages is not None else None,
             upstream=upstream,
             parent_span=parent,
+            identity=verified_identity(metadata, self.token),
+            user=request_kwargs.get("user") or metadata.get("user_api_key_end_user_id"),
+            request_id=history[0]["id"] if history else None,
         )
         try:
             decision = await self.engine.decide(request)
@@ -137,6 +157,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             "outcome": decision.outcome,
             "fallback_reason": decision.fallback_reason,
             "override": decision.override,
+            "variant": decision.variant,
             "propensity": decision.propensity if decision.greedy is not None else None,
             "owner": self.token,
         }

@@ -1,0 +1,191 @@
+"""The online router: a learned router's quality predictions, corrected from feedback.
+
+    online = OnlineRouter(models=learned.models_, n_inputs=learned.featurizer.n_features_out)
+    quality, ctx = online.adjust(x, learned_quality, known_cost)   # per request
+    delta = online.learn(j, *ctx.row(j), observed=1.0)             # per feedback on model j
+
+``warm_start: true`` (the default) starts from the artifact's predictions: until feedback
+arrives the online router decides exactly as the offline one. ``warm_start: false`` ignores
+the artifact's quality model and starts from a price prior (pricier models assumed somewhat
+better; see :func:`price_prior`), keeping only its featurizer and cost model; it then learns
+everything from feedback, so it uses the ``cold_*`` settings (weaker prior, optimism).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from routeiq.online.model import OnlineQuality, online_features, projection
+
+
+class OnlineSettings(BaseModel):
+    """Online learning settings (per model group; off by default).
+
+    The correction of model ``m``'s quality is linear in ``[1, prior_m, context]``: the first
+    two coefficients recalibrate the prior per model, the context ones (``features`` numbers
+    from the router's feature vector) learn where it is wrong. Precisions are those of a
+    Gaussian prior on the coefficients; ``noise`` is the variance of one observed quality.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    warm_start: bool = True
+    features: int = Field(default=16, ge=1, le=128, description="context features")
+    feature_map: Literal["leading", "projection"] = Field(
+        default="leading",
+        description="leading: the first `features` inputs (the lexical featurizer's leading "
+        "LSA components, ordered by variance); projection: a fixed random projection "
+        "(featurizers whose components carry no order, e.g. minilm)",
+    )
+    prior_precision: float = Field(default=300.0, gt=0, description="context coefficients")
+    calibration_precision: float = Field(
+        default=300.0, gt=0, description="per-model intercept and slope on the prior"
+    )
+    pooled_precision: float | None = Field(
+        default=10.0, gt=0, description="the correction shared by all models (None: none)"
+    )
+    noise: float = Field(default=0.25, gt=0, description="observation noise variance")
+    optimism: float = Field(
+        default=0.0,
+        ge=0,
+        description="add this many posterior sds of each model's own correction to its "
+        "quality (upper confidence bound): explores while uncertain; 0 for a trusted prior",
+    )
+    cold_prior_precision: float = Field(default=10.0, gt=0, description="cold start")
+    cold_calibration_precision: float = Field(default=10.0, gt=0, description="cold start")
+    cold_optimism: float = Field(default=1.0, ge=0, description="cold start")
+    adapt: tuple[float, ...] = Field(
+        default=(1.0,),
+        description="empirical Bayes: multipliers of the per-model precisions; every "
+        "`adapt_every` observations the one with the highest evidence is used",
+    )
+    adapt_every: int = Field(default=25, ge=1)
+    seed: int = Field(default=0, description="seed of the random projection")
+    # Shared state: every worker pushes its updates and pulls the merged state this often.
+    sync_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
+def price_prior(known_cost: np.ndarray, *, centre: float = 0.6, spread: float = 0.1) -> np.ndarray:
+    """Cold-start quality per model: ``centre + spread * z-score of log cost`` in [0, 1].
+
+    Unknown costs get ``centre``. A weak prior on purpose: feedback overrides it within a few
+    hundred observations per model.
+    """
+    c = np.asarray(known_cost, dtype=np.float64)
+    logs = np.log(np.maximum(np.where(np.isfinite(c), c, np.nan), 1e-12))
+    ok = np.isfinite(logs)
+    out = np.full(c.shape, centre)
+    if ok.sum() >= 2:
+        dev = logs[ok] - logs[ok].mean()
+        sd = math.sqrt(float(dev @ dev) / dev.size)  # not np.std: this runs per request
+        if sd > 0:
+            out[ok] = centre + spread * dev / sd
+    return np.clip(out, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class OnlineContext:
+    """What feedback on one decision needs: the prior and the features per known model."""
+
+    prior: np.ndarray  # (M,) the quality the correction is added to
+    z: np.ndarray  # (M, d) online features
+
+    def row(self, model: int) -> tuple[float, list[float]]:
+        """(prior, z) of one model, JSON-able for the feedback store."""
+        return float(self.prior[model]), self.z[model].tolist()
+
+
+class OnlineRouter:
+    """Hierarchical Bayesian linear corrections of a learned router's predicted quality."""
+
+    def __init__(
+        self, models: Sequence[str], n_inputs: int, settings: OnlineSettings | None = None
+    ) -> None:
+        self.settings = s = settings or OnlineSettings(enabled=True)
+        self.models = [str(m) for m in models]
+        self.index = {m: i for i, m in enumerate(self.models)}
+        self.n_inputs = int(n_inputs)
+        k = s.features
+        if s.feature_map == "leading":
+            k = min(k, self.n_inputs)  # fewer inputs than features: use them all
+            self.proj: np.ndarray | None = None
+        else:
+            self.proj = projection(self.n_inputs, k, s.seed)
+        self.k = k
+        cold = not s.warm_start
+        precision = np.full(k + 2, s.cold_prior_precision if cold else s.prior_precision)
+        precision[:2] = s.cold_calibration_precision if cold else s.calibration_precision
+        self.optimism = s.cold_optimism if cold else s.optimism
+        self.quality = OnlineQuality(
+            len(self.models),
+            k + 2,
+            precision=precision,
+            pooled=s.pooled_precision,
+            noise=s.noise,
+            scales=s.adapt,
+            adapt_every=s.adapt_every,
+        )
+
+    @property
+    def n_features(self) -> int:
+        return self.quality.n_features
+
+    def prior(self, learned_quality: np.ndarray, known_cost: np.ndarray) -> np.ndarray:
+        if self.settings.warm_start:
+            return np.asarray(learned_quality, dtype=np.float64)
+        return price_prior(known_cost)
+
+    def context(self, x: np.ndarray) -> np.ndarray:
+        """The request's context features (from the router's feature vector ``x``)."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.shape[0] != self.n_inputs:
+            raise ValueError(f"x has {x.shape[0]} features, expected {self.n_inputs}")
+        return x[: self.k] if self.proj is None else x @ self.proj
+
+    def adjust(
+        self, x: np.ndarray, learned_quality: np.ndarray, known_cost: np.ndarray
+    ) -> tuple[np.ndarray, OnlineContext]:
+        """Corrected quality per known model for one request's feature vector ``x``.
+
+        With ``optimism`` the quality includes an uncertainty bonus: deterministic, so the
+        decision's exploration probabilities (and logged propensity) stay exact.
+        """
+        prior = self.prior(learned_quality, known_cost)
+        z = online_features(prior, self.context(x))
+        quality = self.quality.predict(z, prior)
+        if self.optimism > 0:
+            quality = quality + self.optimism * self.quality.spread(z)
+        return quality, OnlineContext(prior, z)
+
+    def learn(
+        self, model: int, prior: float, z: Sequence[float], observed: float
+    ) -> dict[str, np.ndarray]:
+        """One observation of ``model``'s quality on a request with features ``z``: applied
+        here, and returned as the additive delta to share with other workers."""
+        if not 0 <= model < len(self.models):
+            raise ValueError(f"model index {model} out of range")
+        if not (math.isfinite(observed) and math.isfinite(prior)):
+            raise ValueError("observed quality and prior must be finite")
+        zz = np.asarray(z, dtype=np.float64)
+        if zz.shape != (self.n_features,) or not np.isfinite(zz).all():
+            raise ValueError(f"z must be {self.n_features} finite numbers")
+        delta = self.quality.delta(model, zz, observed - prior)
+        self.quality.partial_fit(model, zz, observed - prior)
+        return delta
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The learned state as additive arrays (see :mod:`routeiq.online.store`)."""
+        return self.quality.state()
+
+    def merge(self, delta: Mapping[str, np.ndarray]) -> None:
+        self.quality.merge(delta)
+
+    def load(self, state: Mapping[str, np.ndarray]) -> None:
+        self.quality.load(state)
