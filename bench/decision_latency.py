@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
+import numpy as np
 
-from routeiq.data.loaders import load_dataset  # noqa: E402
-from routeiq.evaluation.runner import build_router  # noqa: E402
-from routeiq.router import Candidate, LearnedRouter  # noqa: E402
-from routeiq.serving import DecisionEngine, RouteIQSettings, RouteRequest, RouterRegistry  # noqa: E402
+from routeiq.data.loaders import load_dataset
+from routeiq.evaluation.runner import build_router
+from routeiq.router import Candidate, LearnedRouter
+from routeiq.serving import DecisionEngine, RouteIQSettings, RouteRequest, RouterRegistry
 
 DATA = Path("../shared/datasets/routerbench/routerbench_0shot_arc_mbpp_winogrande.csv")
 EXPLORE = {"mode": "epsilon", "epsilon": 0.05, "margin": 0.05}
@@ -58,7 +58,9 @@ async def _train(engine: DecisionEngine, texts: list[str], cands: list[Candidate
 
 
 def _request(text: str, cands: list[Candidate]) -> RouteRequest:
-    return RouteRequest(group="chat", candidates=cands, messages=[{"role": "user", "content": text}])
+    return RouteRequest(
+        group="chat", candidates=cands, messages=[{"role": "user", "content": text}]
+    )
 
 
 async def _time(engine: DecisionEngine, texts: list[str], cands: list[Candidate]) -> list[float]:
@@ -100,7 +102,7 @@ async def main() -> None:
             times[name] += await _time(engines[name], texts, cands)
     base = statistics.median(times["greedy"])
     print(f"\n{args.requests} decisions x {args.rounds} rounds, {len(cands)} candidates")
-    print(f"| variant | p50 us | p99 us | p50 ratio to greedy |\n|---|---|---|---|")
+    print("| variant | p50 us | p99 us | p50 ratio to greedy |\n|---|---|---|---|")
     for name, ts in times.items():
         p50, p99 = statistics.median(ts), float(np.percentile(ts, 99))
         print(f"| {name} | {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | {p50 / base:.3f} |")

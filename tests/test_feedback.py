@@ -401,7 +401,7 @@ async def test_batch_import_is_checked_line_by_line_and_all_or_nothing(make_engi
 def test_shared_state_needs_a_redis_url():
     from routeiq.serving.settings import RouteIQConfigError, parse_settings
 
-    with pytest.raises(RouteIQConfigError, match="shared_state.url must be redis://"):
+    with pytest.raises(RouteIQConfigError, match=r"shared_state\.url must be redis://"):
         parse_settings({"shared_state": {"url": "http://127.0.0.1:6379"}})
     with pytest.raises(RouteIQConfigError, match="online"):
         parse_settings({"online": {"enabled": True, "typo": 1}})

@@ -307,8 +307,14 @@ def feedback(
 
 def _register_subcommands() -> None:
     from routeiq.cli.experiment import experiment_app
+    from routeiq.cli.simulate import simulate_app
 
     app.add_typer(experiment_app, name="experiment")
+    app.add_typer(
+        simulate_app,
+        name="simulate",
+        help="Learning curves of online routing, replayed on full-information data.",
+    )
 
 
 _register_subcommands()

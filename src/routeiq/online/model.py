@@ -15,6 +15,13 @@ model's own. A priori ``u ~ N(0, diag(1/pooled))`` and ``v_m ~ N(0, diag(1/preci
 context part), and observations have Gaussian noise of variance ``noise``. The posterior mean
 starts at zero, so a warm start serves exactly the prior until feedback says otherwise.
 
+Empirical Bayes sets the prior's strength: ``scales`` are candidate multipliers of the
+per-model precision, and every ``adapt_every`` observations (or 10% more data, however
+they arrive: one by one, merged or loaded) the one with the highest evidence (marginal
+likelihood of the residuals, :meth:`~OnlineQuality.evidence`) is used. A prior that
+feedback confirms (the offline router in distribution) stays strong; one that feedback
+contradicts (a new task) gives way within a few hundred observations.
+
 Pooling matters when the prior is off for every model at once (a new task, a cold start): the
 models that were not tried inherit the shared correction instead of keeping a stale, too
 optimistic prior that greedy choice would then chase one model at a time.
@@ -28,7 +35,6 @@ Written here on numpy: scikit-learn's ``BayesianRidge`` has no partial fit nor m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Self
 
@@ -129,7 +135,6 @@ class OnlineQuality:
         """Replace the statistics (a snapshot from the shared store or an artifact)."""
         arrays = self._checked(state, "state")
         self.gram_, self.moment_, self.count_ = (arrays[k].copy() for k in STATE_KEYS)
-        self._adapted_at = -math.inf  # a new state: choose the prior strength afresh
         if not self._adapt():
             self._refresh(np.arange(self.n_models))
 
@@ -169,10 +174,12 @@ class OnlineQuality:
         self.coef_ = self.shared_ + (self._inv @ resid[..., None])[..., 0]
 
     def _adapt(self) -> bool:
-        """Every ``adapt_every`` observations, set the prior strength to the scale with the
-        highest evidence (empirical Bayes); True when it re-solved everything."""
+        """Every ``adapt_every`` observations (or 10% more data), set the prior strength to
+        the scale with the highest evidence (empirical Bayes); True when it re-solved all."""
         total = float(self.count_.sum())
-        if len(self.scales) < 2 or abs(total - self._adapted_at) < self.adapt_every:
+        # Evidence moves slowly once there is a lot of it: re-choose every 10% of the data.
+        every = max(self.adapt_every, 0.1 * self._adapted_at)
+        if len(self.scales) < 2 or abs(total - self._adapted_at) < every:
             return False
         self._adapted_at = total
         scores = [self.evidence(self.base_ridge_ * v) for v in self.scales]
@@ -210,8 +217,15 @@ class OnlineQuality:
     def spread(self, z: np.ndarray) -> np.ndarray:
         """Posterior sd of each model's own correction ``v_m . z_m`` (given the shared part):
         how much feedback on that model could still change its ranking against the others."""
-        var = ((self._inv @ z[..., None])[..., 0] * z).sum(axis=1) * self.noise
+        var = (np.matmul(z[:, None, :], self._inv)[:, 0, :] * z).sum(axis=1) * self.noise
         return np.sqrt(np.maximum(var, 0.0))
+
+    def narrowed(self, z: np.ndarray) -> np.ndarray:
+        """How much feedback has narrowed each model's correction: prior sd - posterior sd
+        (>= 0; exactly 0 for a model without feedback)."""
+        prior = np.sqrt((z * z) @ (self.noise / self.ridge_))
+        # Exactly 0 without feedback (float rounding must not tilt a warm start).
+        return np.where(self.count_ > 0, np.maximum(prior - self.spread(z), 0.0), 0.0)
 
 
 def projection(n_inputs: int, n_outputs: int, seed: int = 0) -> np.ndarray:

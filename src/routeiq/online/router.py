@@ -27,46 +27,52 @@ from routeiq.online.model import OnlineQuality, online_features, projection
 class OnlineSettings(BaseModel):
     """Online learning settings (per model group; off by default).
 
-    The correction of model ``m``'s quality is linear in ``[1, prior_m, context]``: the first
-    two coefficients recalibrate the prior per model, the context ones (``features`` numbers
-    from the router's feature vector) learn where it is wrong. Precisions are those of a
-    Gaussian prior on the coefficients; ``noise`` is the variance of one observed quality.
+    The correction of model ``m``'s quality is linear in ``z_m = [1, prior_m, context]``:
+    the first two coefficients recalibrate the prior per model, the ``features`` context
+    numbers (from the router's feature vector) learn where it is wrong. Each coefficient has a
+    Gaussian prior (precisions below; the larger, the more feedback it takes to move) on a
+    per-model part plus a part shared by all models; ``noise`` is the variance of one observed
+    quality. Defaults are the best measured with ``routeiq simulate`` (docs: online learning).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
     warm_start: bool = True
-    features: int = Field(default=16, ge=1, le=128, description="context features")
+    features: int = Field(default=32, ge=1, le=128, description="context features (warm)")
     feature_map: Literal["leading", "projection"] = Field(
         default="leading",
-        description="leading: the first `features` inputs (the lexical featurizer's leading "
-        "LSA components, ordered by variance); projection: a fixed random projection "
-        "(featurizers whose components carry no order, e.g. minilm)",
+        description="leading: the first `features` inputs (the lexical featurizer's LSA "
+        "components, ordered by variance); projection: a fixed random projection "
+        "(featurizers whose components have no order)",
     )
-    prior_precision: float = Field(default=300.0, gt=0, description="context coefficients")
+    prior_precision: float = Field(default=1000.0, gt=0, description="context coefficients")
     calibration_precision: float = Field(
-        default=300.0, gt=0, description="per-model intercept and slope on the prior"
+        default=1000.0, gt=0, description="per-model intercept and slope on the prior"
     )
     pooled_precision: float | None = Field(
-        default=10.0, gt=0, description="the correction shared by all models (None: none)"
+        default=10.0, gt=0, description="the part shared by all models (None: no sharing)"
     )
-    noise: float = Field(default=0.25, gt=0, description="observation noise variance")
-    optimism: float = Field(
-        default=0.0,
-        ge=0,
-        description="add this many posterior sds of each model's own correction to its "
-        "quality (upper confidence bound): explores while uncertain; 0 for a trusted prior",
-    )
-    cold_prior_precision: float = Field(default=10.0, gt=0, description="cold start")
-    cold_calibration_precision: float = Field(default=10.0, gt=0, description="cold start")
-    cold_optimism: float = Field(default=1.0, ge=0, description="cold start")
+    noise: float = Field(default=0.25, gt=0, description="variance of one observed quality")
     adapt: tuple[float, ...] = Field(
-        default=(1.0,),
-        description="empirical Bayes: multipliers of the per-model precisions; every "
-        "`adapt_every` observations the one with the highest evidence is used",
+        default=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003),
+        description="empirical Bayes: candidate multipliers of the per-model precisions; the "
+        "one with the highest evidence is used (start: the first). A prior that feedback "
+        "confirms stays strong; one that feedback contradicts (a shift) gives way",
     )
-    adapt_every: int = Field(default=25, ge=1)
+    adapt_every: int = Field(default=25, ge=1, description="observations between re-choices")
+    optimism: float = Field(
+        default=0.5,
+        ge=0,
+        description="quality -= this many times (prior sd - posterior sd) of the model's own "
+        "correction: an upper confidence bound relative to the prior, so models with little "
+        "feedback get tried while uncertain; 0 before any feedback; deterministic, so logged "
+        "propensities stay exact (cold start: quality += cold_optimism posterior sds)",
+    )
+    cold_features: int = Field(default=16, ge=1, le=128, description="warm_start: false")
+    cold_prior_precision: float = Field(default=10.0, gt=0, description="warm_start: false")
+    cold_calibration_precision: float = Field(default=10.0, gt=0, description="warm_start: false")
+    cold_optimism: float = Field(default=1.0, ge=0, description="warm_start: false")
     seed: int = Field(default=0, description="seed of the random projection")
     # Shared state: every worker pushes its updates and pulls the merged state this often.
     sync_interval_s: float = Field(default=1.0, gt=0, le=60)
@@ -112,20 +118,21 @@ class OnlineRouter:
         self.models = [str(m) for m in models]
         self.index = {m: i for i, m in enumerate(self.models)}
         self.n_inputs = int(n_inputs)
-        k = s.features
+        cold = not s.warm_start
+        k = s.cold_features if cold else s.features
         if s.feature_map == "leading":
             k = min(k, self.n_inputs)  # fewer inputs than features: use them all
             self.proj: np.ndarray | None = None
         else:
             self.proj = projection(self.n_inputs, k, s.seed)
         self.k = k
-        cold = not s.warm_start
-        precision = np.full(k + 2, s.cold_prior_precision if cold else s.prior_precision)
+        d = 2 + k
+        precision = np.full(d, s.cold_prior_precision if cold else s.prior_precision)
         precision[:2] = s.cold_calibration_precision if cold else s.calibration_precision
         self.optimism = s.cold_optimism if cold else s.optimism
         self.quality = OnlineQuality(
             len(self.models),
-            k + 2,
+            d,
             precision=precision,
             pooled=s.pooled_precision,
             noise=s.noise,
@@ -154,13 +161,19 @@ class OnlineRouter:
     ) -> tuple[np.ndarray, OnlineContext]:
         """Corrected quality per known model for one request's feature vector ``x``.
 
-        With ``optimism`` the quality includes an uncertainty bonus: deterministic, so the
-        decision's exploration probabilities (and logged propensity) stay exact.
+        With ``optimism`` the quality is an upper confidence bound (relative to the prior):
+        deterministic, so the decision's exploration probabilities (and propensity) stay exact.
         """
         prior = self.prior(learned_quality, known_cost)
         z = online_features(prior, self.context(x))
         quality = self.quality.predict(z, prior)
-        if self.optimism > 0:
+        if self.optimism > 0 and self.settings.warm_start:
+            # UCB relative to the prior: a model's index drops as feedback narrows it, so
+            # before any feedback it is exactly the prior (a warm start is the offline router).
+            quality = quality - self.optimism * self.quality.narrowed(z)
+        elif self.optimism > 0:
+            # Cold: the plain upper bound. Its prior sd grows with the price prior (the slope
+            # term), a tilt toward pricier models that a cold start measured better with.
             quality = quality + self.optimism * self.quality.spread(z)
         return quality, OnlineContext(prior, z)
 

@@ -1,0 +1,444 @@
+"""``routeiq simulate``: learning curves of online routing, replayed on full-information data.
+
+Mounted by :mod:`routeiq.cli.main` as ``app.add_typer(simulate_app, name="simulate")``; the
+callback is the command, so ``routeiq simulate --data FILE ...`` runs it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from routeiq.cli.common import DataOpt, FeatOpt, PricesOpt, _load, console, user_errors
+from routeiq.data.dataset import RoutingDataset
+from routeiq.decision.choice import choose
+from routeiq.evaluation.simulate import Stream
+
+SCENARIOS = ("warm", "cold", "shift", "budget")
+START_SHARE = 0.1  # the budget scenario's expensive-task share at the start (-> 0.6)
+
+simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _tasks_arg(value: str | None) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()] if value else []
+
+
+@simulate_app.callback(invoke_without_command=True)
+def simulate(
+    data: DataOpt = None,
+    prices: PricesOpt = None,
+    requests: Annotated[
+        int | None,
+        typer.Option("--requests", min=1, help="Requests per run (default 5000; budget 10000)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Runs (stream orders).")] = 5,
+    window: Annotated[
+        int | None,
+        typer.Option("--window", min=1, help="Requests per point (default 500; budget 1000)."),
+    ] = None,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="Quality/cost knob (default 20).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Calibrated target instead of --lambda.")
+    ] = None,
+    quality_model: Annotated[
+        str, typer.Option("--quality-model", help="Offline quality model.")
+    ] = "ensemble",
+    featurizer: FeatOpt = "lexical",
+    epsilon: Annotated[
+        float, typer.Option("--epsilon", min=0, max=0.5, help="Exploring share.")
+    ] = 0.05,
+    margin: Annotated[
+        float, typer.Option("--margin", min=0, help="Explore within this utility of the best.")
+    ] = 0.05,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="warm: start from the offline router; cold: price prior only; shift: start "
+            "from a router trained on --train-tasks, stream the others; budget: a drifting "
+            "mix with a spend target.",
+        ),
+    ] = "warm",
+    train_tasks: Annotated[
+        str | None, typer.Option("--train-tasks", help="shift: comma-separated tasks to train on.")
+    ] = None,
+    stream_tasks: Annotated[
+        str | None,
+        typer.Option("--stream-tasks", help="shift: tasks to stream (default: all the others)."),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            help="budget: USD per 1,000 requests (default: what --lambda spends on the "
+            "starting mix).",
+        ),
+    ] = None,
+    expensive_task: Annotated[
+        str | None,
+        typer.Option(
+            "--expensive-task",
+            help="budget: the task whose share rises 10% -> 60% (default: the costliest).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for simulate.json and simulate.png."),
+    ] = None,
+) -> None:
+    """Replay a dataset as traffic: offline vs online routers, per window of requests."""
+    from routeiq.decision.exploration import Exploration
+    from routeiq.evaluation import simulate as sim
+    from routeiq.evaluation.runner import build_router
+    from routeiq.online.router import OnlineSettings
+
+    with user_errors():
+        if lam is not None and target is not None:
+            raise ValueError("give --lambda or --target, not both")
+        if scenario not in SCENARIOS:
+            raise ValueError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        if scenario != "shift" and (train_tasks or stream_tasks):
+            raise ValueError("--train-tasks and --stream-tasks apply to --scenario shift only")
+        if scenario != "budget" and (budget is not None or expensive_task):
+            raise ValueError("--budget and --expensive-task apply to --scenario budget only")
+        n_requests = requests or (10_000 if scenario == "budget" else 5000)
+        width = window or (1000 if scenario == "budget" else 500)
+        if budget is not None and not budget > 0:
+            raise ValueError(f"--budget must be > 0 USD per 1,000 requests, got {budget}")
+        if lam is None and target is None:
+            lam = 20.0  # where routing matters on both shared datasets (the README tables)
+        if n_requests < width:
+            raise ValueError(f"--requests ({n_requests}) must be at least --window ({width})")
+        explore = Exploration(mode="epsilon", epsilon=epsilon, margin=margin)
+        settings = OnlineSettings(enabled=True)
+        # Validate names before the (slow) data loading and training.
+        build_router(featurizer, quality_model, lam=lam or 0.0, target=target)
+        dataset = _load(data, prices).labelled()
+        check_full_information(dataset)
+        plan = plan_scenario(
+            dataset,
+            scenario,
+            train_tasks=_tasks_arg(train_tasks),
+            stream_tasks=_tasks_arg(stream_tasks),
+            expensive_task=expensive_task,
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            steps = len(plan.trainings) + seeds
+            bar = progress.add_task("preparing", total=steps)
+
+            def step(text: str) -> None:
+                progress.update(bar, description=text)
+
+            def done() -> None:
+                progress.advance(bar)
+
+            stream, lam_used = build_stream(
+                dataset,
+                plan,
+                lambda: build_router(featurizer, quality_model, lam=lam or 0.0, target=target),
+                on_step=step,
+                on_done=done,
+            )
+            budget_plan = None
+            if scenario == "budget":
+                if plan.expensive_task is None:
+                    plan = replace(plan, expensive_task=costliest_task(stream, lam_used))
+                assert plan.expensive_task is not None
+                target_spend = budget or starting_spend(stream, lam_used, plan.expensive_task)
+                budget_plan = sim.Budget(target=target_spend, lam=lam_used)
+            runs = []
+            for seed in range(seeds):
+                step(f"simulating {scenario}: seed {seed + 1}/{seeds}, {n_requests} requests")
+                rows = None
+                if scenario == "budget":
+                    assert plan.expensive_task is not None
+                    rows = sim.drift_rows(stream.tasks, plan.expensive_task, n_requests, seed)
+                runs.append(
+                    sim.simulate(
+                        stream,
+                        lam=lam_used,
+                        requests=n_requests,
+                        window=width,
+                        seed=seed,
+                        exploration=explore,
+                        online=settings,
+                        warm=scenario in ("warm", "shift", "budget"),
+                        cold=scenario == "cold",
+                        rows=rows,
+                        budget=budget_plan,
+                    )
+                )
+                done()
+        curves = sim.summarize(runs)
+        summary = sim.scenario_summary(scenario, curves, runs, width, budget_plan)
+        config: dict[str, Any] = {
+            "data": str(data) if data else "default",
+            "rows": len(dataset),
+            "streamed_rows": int(stream.quality.shape[0]),
+            "models": list(stream.models),
+            "scenario": scenario,
+            "requests": n_requests,
+            "window": width,
+            "seeds": seeds,
+            "lambda": lam_used,
+            "target": target,
+            "quality_model": quality_model,
+            "featurizer": featurizer,
+            "exploration": explore.model_dump(),
+            "online": settings.model_dump(),
+            **plan.describe(),
+        }
+        if budget_plan is not None:
+            config["budget_per_1000"] = budget_plan.target
+        report = {"config": config, "summary": summary, "curves": curves}
+        out_dir = out or Path("results") / f"simulate-{scenario}"
+        write_report(out_dir, report)
+    _print(report)
+    console.print(
+        f"wrote [bold]{out_dir / 'simulate.json'}[/] and [bold]{out_dir / 'simulate.png'}[/]"
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a scenario trains and streams: row indices into the labelled dataset."""
+
+    scenario: str
+    stream_rows: np.ndarray
+    train_rows: np.ndarray | None = None  # shift: the shifted router's training rows
+    train_tasks: tuple[str, ...] = ()
+    stream_tasks: tuple[str, ...] = ()
+    expensive_task: str | None = None
+
+    @property
+    def trainings(self) -> list[str]:
+        return ["in-distribution", "shifted"] if self.train_rows is not None else ["router"]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "train_tasks": list(self.train_tasks),
+            "stream_tasks": list(self.stream_tasks),
+            "expensive_task": self.expensive_task,
+        }
+
+
+def check_full_information(dataset: RoutingDataset) -> None:
+    """The simulator reveals any model's outcome: every quality and cost must be known."""
+    missing = ~(np.isfinite(dataset.quality) & np.isfinite(dataset.cost))
+    if missing.any():
+        rows = int(missing.any(axis=1).sum())
+        raise ValueError(
+            f"the simulator needs every model's quality and cost on every row; {rows} of "
+            f"{len(dataset)} rows miss some (a decision log has one model per prompt: use "
+            "full-information data such as RouterBench, or LLMRouter with --prices)"
+        )
+
+
+def plan_scenario(
+    dataset: RoutingDataset,
+    scenario: str,
+    *,
+    train_tasks: Sequence[str] = (),
+    stream_tasks: Sequence[str] = (),
+    expensive_task: str | None = None,
+) -> Plan:
+    """Check the scenario's task names against the data and pick the rows."""
+    tasks = np.asarray(dataset.tasks)
+    known = sorted(set(dataset.tasks))
+    if scenario in ("shift", "budget") and len(known) < 2:
+        raise ValueError(f"--scenario {scenario} needs a dataset with at least two tasks")
+
+    def check(names: Sequence[str], flag: str) -> None:
+        unknown = [t for t in names if t not in known]
+        if unknown:
+            raise ValueError(f"{flag}: unknown task(s) {unknown}; the tasks are {known}")
+
+    if scenario == "shift":
+        if not train_tasks:
+            raise ValueError(f"--scenario shift needs --train-tasks (some of {known})")
+        check(train_tasks, "--train-tasks")
+        check(stream_tasks, "--stream-tasks")
+        streamed = list(stream_tasks) or [t for t in known if t not in train_tasks]
+        if not streamed:
+            raise ValueError("--train-tasks covers every task: nothing left to stream")
+        train = np.flatnonzero(np.isin(tasks, list(train_tasks)))
+        return Plan(
+            scenario,
+            np.flatnonzero(np.isin(tasks, streamed)),
+            train,
+            tuple(train_tasks),
+            tuple(streamed),
+        )
+    every = np.arange(len(dataset))
+    if scenario == "budget" and expensive_task is not None:
+        check([expensive_task], "--expensive-task")
+        return Plan(scenario, every, expensive_task=expensive_task)
+    return Plan(scenario, every)
+
+
+def build_stream(
+    dataset: RoutingDataset,
+    plan: Plan,
+    make_router: Callable[[], Any],
+    *,
+    on_step: Callable[[str], None] = lambda _: None,
+    on_done: Callable[[], None] = lambda: None,
+) -> tuple[Stream, float]:
+    """Train the scenario's routers; the stream and the lambda to simulate with.
+
+    The in-distribution router trains on every row and streams its out-of-fold predictions
+    (honest: no row was predicted by a model that saw it). Shift streams a router trained
+    on ``plan.train_rows`` only, with the in-distribution one as the reference.
+    """
+    on_step(f"training the router on {len(dataset)} prompts (with 5-fold predictions)")
+    full = make_router().fit(dataset)
+    on_done()
+    rows = plan.stream_rows
+    part = dataset.subset(rows)
+    references: dict[str, np.ndarray] = {}
+    if plan.train_rows is None:
+        x = full.featurizer.transform(part.prompts)
+        predicted = full.calibration_["predicted_quality"][rows]
+    else:
+        on_step(f"training the shifted router on {plan.train_rows.size} prompts")
+        shifted = make_router().fit(dataset.subset(plan.train_rows))
+        on_done()
+        x = shifted.featurizer.transform(part.prompts)
+        predicted = shifted.quality_model.predict(x)
+        references["in-distribution"] = full.calibration_["predicted_quality"][rows]
+    stream = Stream(
+        x=np.asarray(x, dtype=np.float64),
+        predicted=np.asarray(predicted, dtype=np.float64),
+        quality=part.quality,
+        cost=part.cost,
+        models=list(full.models_),
+        references=references,
+        tasks=list(part.tasks),
+    )
+    return stream, float(full.lam)
+
+
+def _spent(stream: Stream, lam: float) -> np.ndarray:
+    pick = choose(stream.predicted, stream.cost, [lam])[0]
+    return stream.cost[np.arange(pick.size), pick]
+
+
+def costliest_task(stream: Stream, lam: float) -> str:
+    """The task on which the offline router at ``lam`` spends the most per request."""
+    spent, tasks = _spent(stream, lam), np.asarray(stream.tasks)
+    return str(max(sorted(set(stream.tasks)), key=lambda t: float(spent[tasks == t].mean())))
+
+
+def starting_spend(stream: Stream, lam: float, task: str) -> float:
+    """USD per 1,000 requests of the offline router at ``lam`` on the starting mix."""
+    spent = _spent(stream, lam)
+    inside = np.asarray(stream.tasks) == task
+    return 1000.0 * (START_SHARE * spent[inside].mean() + (1 - START_SHARE) * spent[~inside].mean())
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> None:
+    """``simulate.json`` (strict JSON) and ``simulate.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".simulate.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False, default=_jsonable))
+    os.replace(tmp, out_dir / "simulate.json")
+    plot_curves(report, out_dir / "simulate.png")
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON): an undefined ratio, e.g. no gain to recover."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-able: {value!r}")
+
+
+def plot_curves(report: dict[str, Any], path: Path) -> None:
+    """Mean reward per window per policy with a +-1 sd band (spend too for budget runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    from matplotlib.figure import Figure
+
+    cfg, curves = report["config"], report["curves"]
+    panels = [("reward", f"mean reward (quality - {cfg['lambda']:.3g} x cost)")]
+    if cfg["scenario"] == "budget":
+        panels = [("cost", "spend per 1,000 requests (USD)"), ("quality", "mean quality")]
+    fig = Figure(figsize=(7.5 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    width = cfg["window"]
+    for ax, (metric, label) in zip(axes, panels, strict=True):
+        scale = 1000.0 if metric == "cost" else 1.0
+        for name, policy in curves.items():
+            if name == "oracle" and cfg["scenario"] != "cold":
+                continue  # far above the rest: it would flatten every other curve
+            mean = np.asarray(policy[metric]["mean"]) * scale
+            sd = np.asarray(policy[metric]["sd"]) * scale
+            x = (np.arange(mean.size) + 1) * width
+            ax.plot(x, mean, marker="o", ms=3, label=name)
+            ax.fill_between(x, mean - sd, mean + sd, alpha=0.15)
+        if metric == "cost" and cfg.get("budget_per_1000"):
+            b = cfg["budget_per_1000"]
+            ax.axhline(b, color="k", lw=0.8, ls="--", label="budget")
+            ax.axhspan(0.95 * b, 1.05 * b, color="k", alpha=0.06)
+        ax.set_xlabel("requests")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"routeiq simulate --scenario {cfg['scenario']}: {cfg['quality_model']}, "
+        f"{cfg['seeds']} seeds x {cfg['requests']} requests (band: +-1 sd)",
+        fontsize=10,
+    )
+    with open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+
+
+def _print(report: dict[str, Any]) -> None:
+    cfg, curves, summary = report["config"], report["curves"], report["summary"]
+    metric = "cost" if cfg["scenario"] == "budget" else "reward"
+    scale = 1000.0 if metric == "cost" else 1.0
+    unit = "spend per 1,000 requests" if metric == "cost" else "mean reward"
+    table = Table(
+        title=f"{cfg['scenario']}: {unit} per {cfg['window']} requests, mean over "
+        f"{cfg['seeds']} seeds (lambda={cfg['lambda']:.4g}, {cfg['streamed_rows']} rows)"
+    )
+    table.add_column("policy")
+    n = len(next(iter(curves.values()))[metric]["mean"])
+    for k in range(n):
+        table.add_column(f"{(k + 1) * cfg['window']}", justify="right")
+    table.add_column("all", justify="right")
+    for name, policy in curves.items():
+        values = np.asarray(policy[metric]["mean"]) * scale
+        table.add_row(name, *(f"{v:.4f}" for v in values), f"{values.mean():.4f}")
+    console.print(table)
+    for line in summary.get("lines", []):
+        console.print(line)
