@@ -112,10 +112,20 @@ def _dataset(name: str, args: argparse.Namespace) -> dict[str, dict]:
     stream, lam = build_stream(dataset, plan_scenario(dataset, "warm"), make)
     print(f"{name}: trained on {len(dataset)} prompts in {time.perf_counter() - t:.0f} s")
     out = Path(args.out)
+    wanted = set(args.scenarios.split(","))
     for scenario, seeds in (("warm", args.seeds), ("cold", args.quick_seeds)):
-        reports[scenario] = _run(
-            name, scenario, stream, lam, seeds, 5000, 500, out / f"{name}-{scenario}", args
-        )
+        if scenario in wanted:
+            reports[scenario] = _run(
+                name, scenario, stream, lam, seeds, 5000, 500, out / f"{name}-{scenario}", args
+            )
+    if "budget" in wanted:
+        _budget(name, stream, lam, out, args, reports)
+    if "shift" in wanted:
+        _shift(name, dataset, make, lam, out, args, reports)
+    return reports
+
+
+def _budget(name, stream, lam, out, args, reports) -> None:
     task = costliest_task(stream, lam)
     plan = sim.Budget(target=starting_spend(stream, lam, task), lam=lam)
     reports["budget"] = _run(
@@ -132,6 +142,9 @@ def _dataset(name: str, args: argparse.Namespace) -> dict[str, dict]:
         rows_for=lambda seed: sim.drift_rows(stream.tasks, task, 10_000, seed),
         describe={"expensive_task": task},
     )
+
+
+def _shift(name, dataset, make, lam, out, args, reports) -> None:
     tasks = sorted(set(dataset.tasks))
     if name == "routerbench":
         splits = [[t for t in tasks if t != held] for held in tasks]
@@ -153,7 +166,6 @@ def _dataset(name: str, args: argparse.Namespace) -> dict[str, dict]:
             args,
             describe=shift_plan.describe(),
         )
-    return reports
 
 
 def _mean(report: dict, policy: str, metric: str = "reward") -> float:
@@ -170,6 +182,8 @@ def _tables(all_reports: dict[str, dict[str, dict]]) -> None:
     print("| data | seeds | worst window after 500 | worst single-seed window | overall |")
     print("|---|---|---|---|---|")
     for name, reports in all_reports.items():
+        if "warm" not in reports:
+            continue
         r = reports["warm"]
         s = r["summary"]
         overall = _mean(r, "online") / _mean(r, "offline") - 1
@@ -182,6 +196,8 @@ def _tables(all_reports: dict[str, dict[str, dict]]) -> None:
     print("| data | seeds | at 2,000 requests | at 5,000 | requests 4,000-5,000 |")
     print("|---|---|---|---|---|")
     for name, reports in all_reports.items():
+        if "cold" not in reports:
+            continue
         r = reports["cold"]
         at, gain = r["summary"]["gain_recovered_at"], r["summary"]["gain_recovered"]
         print(
@@ -213,6 +229,8 @@ def _tables(all_reports: dict[str, dict[str, dict]]) -> None:
     )
     print("|---|---|---|---|---|")
     for name, reports in all_reports.items():
+        if "budget" not in reports:
+            continue
         r = reports["budget"]
         s, b = r["summary"], r["config"]["budget_per_1000"]
 
@@ -243,6 +261,7 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=0.05)
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--only", choices=sorted(DATASETS), help="one dataset")
+    parser.add_argument("--scenarios", default="warm,cold,shift,budget")
     parser.add_argument("--img", help="copy the warm/cold/shift/budget PNGs here (docs/img)")
     args = parser.parse_args()
     names = [args.only] if args.only else list(DATASETS)

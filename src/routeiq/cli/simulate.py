@@ -25,6 +25,12 @@ from routeiq.evaluation.simulate import Stream
 
 SCENARIOS = ("warm", "cold", "shift", "budget")
 START_SHARE = 0.1  # the budget scenario's expensive-task share at the start (-> 0.6)
+LABELS = {
+    ("shift", "offline"): "offline (trained on other tasks)",
+    ("shift", "online"): "online (warm from it)",
+    ("budget", "offline"): "offline, fixed lambda",
+    ("budget", "online"): "online, fixed lambda",
+}
 
 simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -398,12 +404,12 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     for ax, (metric, label) in zip(axes, panels, strict=True):
         scale = 1000.0 if metric == "cost" else 1.0
         for name, policy in curves.items():
-            if name == "oracle" and cfg["scenario"] != "cold":
-                continue  # far above the rest: it would flatten every other curve
+            if name == "oracle" or (name == "best-fixed" and cfg["scenario"] == "budget"):
+                continue  # far off the rest: they would flatten every other curve
             mean = np.asarray(policy[metric]["mean"]) * scale
             sd = np.asarray(policy[metric]["sd"]) * scale
             x = (np.arange(mean.size) + 1) * width
-            ax.plot(x, mean, marker="o", ms=3, label=name)
+            ax.plot(x, mean, marker="o", ms=3, label=LABELS.get((cfg["scenario"], name), name))
             ax.fill_between(x, mean - sd, mean + sd, alpha=0.15)
         if metric == "cost" and cfg.get("budget_per_1000"):
             b = cfg["budget_per_1000"]
@@ -419,7 +425,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     with open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+        fig.savefig(fh, format="png", dpi=90)
 
 
 def _print(report: dict[str, Any]) -> None:

@@ -83,7 +83,7 @@ class Budget:
     bucket: int = 100
     horizon: int = 10
     pacing: float = 0.3
-    lam_gain: float = 0.0
+    lam_gain: float = 1.0
 
 
 def uniform_rows(n_rows: int, requests: int, seed: int) -> np.ndarray:
@@ -192,12 +192,18 @@ def simulate(
 def _hindsight(predicted: np.ndarray, cost: np.ndarray, target: float) -> tuple[np.ndarray, float]:
     """Greedy choices at the one fixed lambda that meets ``target`` (USD per 1,000) over the
     whole stream: the best a fixed lambda could do knowing the drift in advance."""
-    lambdas = np.concatenate([[0.0], np.logspace(-2, 7, 181)])
-    picks = choose(predicted, cost, lambdas)
-    spend = cost[np.arange(cost.shape[0])[None, :], picks].mean(axis=1) * 1000.0
-    ok = np.flatnonzero(spend <= target)
-    k = int(ok[0]) if ok.size else lambdas.size - 1
-    return picks[k], float(lambdas[k])
+    rows = np.arange(cost.shape[0])
+
+    def spend(lam: float) -> float:
+        return float(cost[rows, choose(predicted, cost, [lam])[0]].mean() * 1000.0)
+
+    lo, hi = -4.0, 8.0  # log10 lambda; bisection: spend falls as lambda grows
+    if spend(10.0**lo) <= target:
+        hi = lo
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if spend(10.0**mid) <= target else (mid, hi)
+    return choose(predicted, cost, [10.0**hi])[0], 10.0**hi
 
 
 def _learn(
@@ -367,10 +373,14 @@ def scenario_summary(
                 continue
             spend = np.asarray(curves[name]["cost"]["mean"]) * 1000.0
             dev = spend / per_1000 - 1.0
+            seeds = np.stack([r[name]["cost"] * 1000.0 / per_1000 - 1.0 for r in runs])
             quality = float(np.mean(curves[name]["quality"]["mean"]))
             out[name] = {
                 "spend_per_1000": spend.tolist(),
                 "max_deviation_after_first_window": float(np.abs(dev[1:]).max())
+                if dev.size > 1
+                else None,
+                "worst_seed_deviation_after_first_window": float(np.abs(seeds[:, 1:]).max())
                 if dev.size > 1
                 else None,
                 "mean_quality": quality,
