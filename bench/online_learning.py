@@ -23,18 +23,19 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from routeiq.cli.simulate import (
-    build_stream,
-    check_full_information,
-    costliest_task,
-    plan_scenario,
-    starting_spend,
-    write_report,
-)
+from routeiq.cli.simulate import write_report
 from routeiq.data.loaders import load_dataset
 from routeiq.decision.exploration import Exploration
 from routeiq.evaluation import simulate as sim
 from routeiq.evaluation.runner import build_router
+from routeiq.evaluation.scenarios import (
+    build_stream,
+    check_full_information,
+    costliest_task,
+    plan_scenario,
+    run_seed,
+    starting_spend,
+)
 from routeiq.online.router import OnlineSettings
 
 DATASETS = {
@@ -55,21 +56,20 @@ LLM_TRAIN = [
 def _run(name, scenario, stream, lam, seeds, requests, window, out, args, **extra) -> dict:
     explore = Exploration(mode="epsilon", epsilon=args.epsilon, margin=args.margin)
     settings = OnlineSettings(enabled=True)
-    budget, rows_for = extra.get("budget"), extra.get("rows_for")
+    budget = extra.get("budget")
     started = time.perf_counter()
     runs = [
-        sim.simulate(
+        run_seed(
             stream,
+            scenario,
+            seed,
             lam=lam,
             requests=requests,
             window=window,
-            seed=seed,
             exploration=explore,
             online=settings,
-            warm=scenario != "cold",
-            cold=scenario == "cold",
-            rows=rows_for(seed) if rows_for else None,
             budget=budget,
+            expensive_task=extra.get("describe", {}).get("expensive_task"),
         )
         for seed in range(seeds)
     ]
@@ -139,7 +139,6 @@ def _budget(name, stream, lam, out, args, reports) -> None:
         out / f"{name}-budget",
         args,
         budget=plan,
-        rows_for=lambda seed: sim.drift_rows(stream.tasks, task, 10_000, seed),
         describe={"expensive_task": task},
     )
 

@@ -100,6 +100,10 @@ def test_merged_worker_deltas_equal_one_learner_fed_everything_in_any_order(scal
         merged.load(merged.state())
         np.testing.assert_allclose(merged.coef_, same.coef_, rtol=1e-9, atol=1e-12)
         assert merged.scale_ == same.scale_
+    # A learner with its own update history agrees too once it loads the same totals.
+    one.load(one.state())
+    np.testing.assert_allclose(one.coef_, same.coef_, rtol=1e-9, atol=1e-12)
+    assert one.scale_ == same.scale_
     if scales == (1.0,):  # no empirical Bayes: the posterior is path-independent outright
         np.testing.assert_allclose(merged.coef_, one.coef_, rtol=1e-9, atol=1e-12)
 

@@ -61,6 +61,14 @@ PricesOpt = Annotated[
         "llm_candidates.json beside it) and JSONL outcomes logged without a cost.",
     ),
 ]
+LogOpt = Annotated[
+    str,
+    typer.Option(
+        "--log",
+        help="Decision log: JSONL records (with quality feedback merged in) or "
+        "redis://HOST:PORT/DB?stream=NAME.",
+    ),
+]
 FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]
 
 

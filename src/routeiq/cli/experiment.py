@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from routeiq.cli.common import console, read_log, user_errors
+from routeiq.cli.common import LogOpt, console, read_log, user_errors
 
 experiment_app = typer.Typer(
     no_args_is_help=True,
@@ -27,14 +27,7 @@ def experiments() -> None:
 
 @experiment_app.command()
 def report(
-    log: Annotated[
-        str,
-        typer.Option(
-            "--log",
-            help="Decision log: JSONL records (with quality feedback merged in) or "
-            "redis://HOST:PORT/DB?stream=NAME.",
-        ),
-    ],
+    log: LogOpt,
     experiment: Annotated[
         str | None,
         typer.Option("--experiment", help="Experiment to report (needed if the log has several)."),

@@ -17,6 +17,7 @@ from routeiq.cli.common import (  # noqa: F401  (re-exported for sub-apps and te
     ROUTERBENCH,
     DataOpt,
     FeatOpt,
+    LogOpt,
     PricesOpt,
     _is_stream,
     _load,
@@ -199,14 +200,7 @@ def route(
 
 @app.command()
 def ope(
-    log: Annotated[
-        str,
-        typer.Option(
-            "--log",
-            help="Decision log: JSONL records (with quality feedback merged in) or "
-            "redis://HOST:PORT/DB?stream=NAME.",
-        ),
-    ],
+    log: LogOpt,
     router: Annotated[Path, typer.Option("--router", help="Candidate router artifact.")],
     lam: Annotated[float | None, typer.Option("--lambda")] = None,
     target: Annotated[str | None, typer.Option("--target")] = None,
@@ -276,10 +270,7 @@ def ope(
 @app.command()
 def feedback(
     file: Annotated[Path, typer.Argument(help="JSONL ratings: decision_id, score, metric.")],
-    log: Annotated[
-        str,
-        typer.Option("--log", help="Decision log to join them with: JSONL file or redis://..."),
-    ],
+    log: LogOpt,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; write nothing.")] = False,
 ) -> None:
     """Import ratings of served decisions into the decision log (all or nothing)."""

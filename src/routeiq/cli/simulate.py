@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,12 +18,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from routeiq.cli.common import DataOpt, FeatOpt, PricesOpt, _load, console, user_errors
-from routeiq.data.dataset import RoutingDataset
-from routeiq.decision.choice import choose
-from routeiq.evaluation.simulate import Stream
+from routeiq.evaluation.scenarios import (
+    SCENARIOS,
+    build_stream,
+    check_full_information,
+    costliest_task,
+    plan_scenario,
+    run_seed,
+    starting_spend,
+)
 
-SCENARIOS = ("warm", "cold", "shift", "budget")
-START_SHARE = 0.1  # the budget scenario's expensive-task share at the start (-> 0.6)
 LABELS = {
     ("shift", "offline"): "offline (trained on other tasks)",
     ("shift", "online"): "online (warm from it)",
@@ -174,23 +177,18 @@ def simulate(
             runs = []
             for seed in range(seeds):
                 step(f"simulating {scenario}: seed {seed + 1}/{seeds}, {n_requests} requests")
-                rows = None
-                if scenario == "budget":
-                    assert plan.expensive_task is not None
-                    rows = sim.drift_rows(stream.tasks, plan.expensive_task, n_requests, seed)
                 runs.append(
-                    sim.simulate(
+                    run_seed(
                         stream,
+                        scenario,
+                        seed,
                         lam=lam_used,
                         requests=n_requests,
                         window=width,
-                        seed=seed,
                         exploration=explore,
                         online=settings,
-                        warm=scenario in ("warm", "shift", "budget"),
-                        cold=scenario == "cold",
-                        rows=rows,
                         budget=budget_plan,
+                        expensive_task=plan.expensive_task,
                     )
                 )
                 done()
@@ -222,143 +220,6 @@ def simulate(
     console.print(
         f"wrote [bold]{out_dir / 'simulate.json'}[/] and [bold]{out_dir / 'simulate.png'}[/]"
     )
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a scenario trains and streams: row indices into the labelled dataset."""
-
-    scenario: str
-    stream_rows: np.ndarray
-    train_rows: np.ndarray | None = None  # shift: the shifted router's training rows
-    train_tasks: tuple[str, ...] = ()
-    stream_tasks: tuple[str, ...] = ()
-    expensive_task: str | None = None
-
-    @property
-    def trainings(self) -> list[str]:
-        return ["in-distribution", "shifted"] if self.train_rows is not None else ["router"]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "train_tasks": list(self.train_tasks),
-            "stream_tasks": list(self.stream_tasks),
-            "expensive_task": self.expensive_task,
-        }
-
-
-def check_full_information(dataset: RoutingDataset) -> None:
-    """The simulator reveals any model's outcome: every quality and cost must be known."""
-    missing = ~(np.isfinite(dataset.quality) & np.isfinite(dataset.cost))
-    if missing.any():
-        rows = int(missing.any(axis=1).sum())
-        raise ValueError(
-            f"the simulator needs every model's quality and cost on every row; {rows} of "
-            f"{len(dataset)} rows miss some (a decision log has one model per prompt: use "
-            "full-information data such as RouterBench, or LLMRouter with --prices)"
-        )
-
-
-def plan_scenario(
-    dataset: RoutingDataset,
-    scenario: str,
-    *,
-    train_tasks: Sequence[str] = (),
-    stream_tasks: Sequence[str] = (),
-    expensive_task: str | None = None,
-) -> Plan:
-    """Check the scenario's task names against the data and pick the rows."""
-    tasks = np.asarray(dataset.tasks)
-    known = sorted(set(dataset.tasks))
-    if scenario in ("shift", "budget") and len(known) < 2:
-        raise ValueError(f"--scenario {scenario} needs a dataset with at least two tasks")
-
-    def check(names: Sequence[str], flag: str) -> None:
-        unknown = [t for t in names if t not in known]
-        if unknown:
-            raise ValueError(f"{flag}: unknown task(s) {unknown}; the tasks are {known}")
-
-    if scenario == "shift":
-        if not train_tasks:
-            raise ValueError(f"--scenario shift needs --train-tasks (some of {known})")
-        check(train_tasks, "--train-tasks")
-        check(stream_tasks, "--stream-tasks")
-        streamed = list(stream_tasks) or [t for t in known if t not in train_tasks]
-        if not streamed:
-            raise ValueError("--train-tasks covers every task: nothing left to stream")
-        train = np.flatnonzero(np.isin(tasks, list(train_tasks)))
-        return Plan(
-            scenario,
-            np.flatnonzero(np.isin(tasks, streamed)),
-            train,
-            tuple(train_tasks),
-            tuple(streamed),
-        )
-    every = np.arange(len(dataset))
-    if scenario == "budget" and expensive_task is not None:
-        check([expensive_task], "--expensive-task")
-        return Plan(scenario, every, expensive_task=expensive_task)
-    return Plan(scenario, every)
-
-
-def build_stream(
-    dataset: RoutingDataset,
-    plan: Plan,
-    make_router: Callable[[], Any],
-    *,
-    on_step: Callable[[str], None] = lambda _: None,
-    on_done: Callable[[], None] = lambda: None,
-) -> tuple[Stream, float]:
-    """Train the scenario's routers; the stream and the lambda to simulate with.
-
-    The in-distribution router trains on every row and streams its out-of-fold predictions
-    (honest: no row was predicted by a model that saw it). Shift streams a router trained
-    on ``plan.train_rows`` only, with the in-distribution one as the reference.
-    """
-    on_step(f"training the router on {len(dataset)} prompts (with 5-fold predictions)")
-    full = make_router().fit(dataset)
-    on_done()
-    rows = plan.stream_rows
-    part = dataset.subset(rows)
-    references: dict[str, np.ndarray] = {}
-    if plan.train_rows is None:
-        x = full.featurizer.transform(part.prompts)
-        predicted = full.calibration_["predicted_quality"][rows]
-    else:
-        on_step(f"training the shifted router on {plan.train_rows.size} prompts")
-        shifted = make_router().fit(dataset.subset(plan.train_rows))
-        on_done()
-        x = shifted.featurizer.transform(part.prompts)
-        predicted = shifted.quality_model.predict(x)
-        references["in-distribution"] = full.calibration_["predicted_quality"][rows]
-    stream = Stream(
-        x=np.asarray(x, dtype=np.float64),
-        predicted=np.asarray(predicted, dtype=np.float64),
-        quality=part.quality,
-        cost=part.cost,
-        models=list(full.models_),
-        references=references,
-        tasks=list(part.tasks),
-    )
-    return stream, float(full.lam)
-
-
-def _spent(stream: Stream, lam: float) -> np.ndarray:
-    pick = choose(stream.predicted, stream.cost, [lam])[0]
-    return stream.cost[np.arange(pick.size), pick]
-
-
-def costliest_task(stream: Stream, lam: float) -> str:
-    """The task on which the offline router at ``lam`` spends the most per request."""
-    spent, tasks = _spent(stream, lam), np.asarray(stream.tasks)
-    return str(max(sorted(set(stream.tasks)), key=lambda t: float(spent[tasks == t].mean())))
-
-
-def starting_spend(stream: Stream, lam: float, task: str) -> float:
-    """USD per 1,000 requests of the offline router at ``lam`` on the starting mix."""
-    spent = _spent(stream, lam)
-    inside = np.asarray(stream.tasks) == task
-    return 1000.0 * (START_SHARE * spent[inside].mean() + (1 - START_SHARE) * spent[~inside].mean())
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:

@@ -135,6 +135,9 @@ class OnlineQuality:
         """Replace the statistics (a snapshot from the shared store or an artifact)."""
         arrays = self._checked(state, "state")
         self.gram_, self.moment_, self.count_ = (arrays[k].copy() for k in STATE_KEYS)
+        # Re-choose the prior strength from the loaded totals alone: every worker that loads
+        # the same shared state then predicts the same, whatever its own update history.
+        self._adapted_at = -np.inf
         if not self._adapt():
             self._refresh(np.arange(self.n_models))
 

@@ -41,10 +41,10 @@ from typing import Any
 from routeiq.data.prompts import PromptError, request_text
 from routeiq.decision.decision import FALLBACK, Decision
 from routeiq.decision.rules import cheapest, decide, pinned, shuffle
-from routeiq.experiments.assignment import Experiment
 from routeiq.online.router import OnlineContext, OnlineRouter
 from routeiq.online.store import LocalStore
 from routeiq.router import Candidate, LearnedRouter
+from routeiq.serving.arms import ExperimentArms
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
 from routeiq.serving.feedback import Identity
 from routeiq.serving.learning import LearningLoop, build_store
@@ -140,7 +140,7 @@ class DecisionEngine:
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self._groups: dict[str, ResolvedGroup] = {}
-        self._experiments: dict[str, Experiment] = {}
+        self.arms = ExperimentArms()
         self.learning = LearningLoop(
             settings,
             store if store is not None else build_store(settings, metrics),
@@ -157,30 +157,6 @@ class DecisionEngine:
             max_workers=settings.threads, thread_name_prefix="routeiq-score"
         )
 
-    def _arm(
-        self, group: ResolvedGroup, request: RouteRequest, decision_id: str
-    ) -> tuple[ResolvedGroup, str | None]:
-        """The group's settings for this request's experiment arm, and the arm's label.
-
-        A request without the experiment's unit (no end user, say) gets control's settings
-        but no label: it cannot be sticky, so it stays out of the analysis."""
-        if group.experiment is None:
-            return group, None
-        exp = self._experiments.get(group.name)
-        if exp is None:
-            exp = self._experiments.setdefault(group.name, Experiment(group.experiment))
-        unit = {
-            "user": request.user,
-            "team": None if request.identity is None else request.identity.team_id,
-            "key": None if request.identity is None else request.identity.key_hash,
-            "request": request.request_id or decision_id,
-        }[group.experiment.unit]
-        name = exp.assign(unit)
-        arm = self._groups.get(f"{group.name}\x00{name}")
-        if arm is None:
-            arm = self._groups.setdefault(f"{group.name}\x00{name}", group.for_variant(name))
-        return arm, exp.label(name) if unit else None
-
     def group(self, name: str) -> ResolvedGroup:
         """Effective settings of a group, resolved once (names come from clients: bounded)."""
         group = self._groups.get(name)
@@ -194,7 +170,7 @@ class DecisionEngine:
         """Decide, then emit the span, metrics and decision-log record."""
         started = self.clock()
         decision_id = f"{self._id_prefix}{next(self._ids):016x}"
-        group, variant = self._arm(self.group(request.group), request, decision_id)
+        group, variant = self.arms.arm(self.group(request.group), request, decision_id)
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
                 decision, text, context, online = await self._decide(group, request, decision_id)

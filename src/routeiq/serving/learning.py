@@ -39,13 +39,13 @@ def build_store(settings: RouteIQSettings, metrics: RouteIQMetrics | None = None
     fb = settings.feedback
     if settings.shared_state is None:
         return LocalStore(ttl_s=fb.ttl_s, max_contexts=fb.max_contexts)
-    on_error = None if metrics is None else metrics.online_store_errors.inc
+    errors = None if metrics is None else metrics.online_store_errors
     return RedisStore(
         settings.shared_state,
         ttl_s=fb.ttl_s,
         max_contexts=fb.max_contexts,
         sync_interval_s=settings.online.sync_interval_s,
-        on_error=(lambda _reason: on_error()) if on_error is not None else None,
+        on_error=None if errors is None else (lambda _reason: errors.inc()),
     )
 
 
@@ -216,4 +216,4 @@ class LearningLoop:
         self.store.close()
 
 
-__all__ = ["LearningLoop", "RedisStore", "build_store"]
+__all__ = ["LearningLoop", "build_store"]

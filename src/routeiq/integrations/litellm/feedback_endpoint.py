@@ -66,18 +66,25 @@ the key's ``allowed_routes`` listing it (with ``llm_api_routes`` to keep LLM cal
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
+from routeiq.integrations.litellm.feedback_body import (
+    MAX_BODY_BYTES,
+    MAX_ITEMS,
+    Payload,
+    Refused,
+    error_body,
+    read_payload,
+)
 from routeiq.serving.feedback import (
     DuplicateFeedback,
     FeedbackError,
@@ -90,47 +97,14 @@ from routeiq.serving.feedback import (
 log = logging.getLogger(__name__)
 
 PATH = "/routeiq/feedback"
-MAX_BODY_BYTES = 1_000_000
-MAX_ITEMS = 1_000
-MAX_DECISION_ID_CHARS = 256
 BATCH_BUDGET_S = 10.0  # a batch stops rating after this long; the rest get 503
-_FIELDS = ("decision_id", "score", "metric")
 _MARK = "__routeiq_feedback_target__"
 
-_TYPES = {
-    400: "invalid_request_error",
-    411: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    500: "internal_server_error",
-    503: "service_unavailable_error",
-}
 _PARAMS: dict[type[FeedbackError], str] = {
     UnknownDecision: "decision_id",
     FeedbackForbidden: "decision_id",
     DuplicateFeedback: "decision_id",
 }
-
-
-class _Refused(Exception):
-    """A refusal with its HTTP status (body problems, an unavailable engine...)."""
-
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
-
-
-def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    """LiteLLM's error shape (``ProxyException.to_dict``): message, type, param, code."""
-    return {
-        "message": message,
-        "type": _TYPES.get(status, "invalid_request_error"),
-        "param": param,
-        "code": str(status),
-    }
 
 
 @dataclass
@@ -139,13 +113,6 @@ class _Target:
 
     callback: Any
     identity_of: Callable[[Any], Identity]
-
-
-@dataclass
-class _Payload:
-    items: list[Any]
-    batch: bool
-    problems: dict[int, _Refused] = field(default_factory=dict)
 
 
 def register_feedback_endpoint(callback: Any, app: Any = None, auth: Any = None) -> bool:
@@ -215,7 +182,7 @@ def _make_endpoint(target: _Target, auth_dependency: Any) -> Any:
     async def routeiq_feedback(
         request: Request,
         # Order matters: the body is bounded and parsed before LiteLLM's auth reads it.
-        payload: _Payload = Depends(_read_payload),  # noqa: B008
+        payload: Payload = Depends(read_payload),  # noqa: B008
         auth: Any = Depends(auth_dependency),  # noqa: B008
     ) -> Any:
         try:
@@ -232,7 +199,7 @@ def _make_endpoint(target: _Target, auth_dependency: Any) -> Any:
                     return JSONResponse({"status": "accepted", **body})
                 return JSONResponse({"error": body}, status_code=status)
             return JSONResponse(await _rate_batch(engine, payload, identity))
-        except _Refused as exc:
+        except Refused as exc:
             return JSONResponse(
                 {"error": error_body(exc.status, exc.message, exc.param)}, status_code=exc.status
             )
@@ -241,109 +208,15 @@ def _make_endpoint(target: _Target, auth_dependency: Any) -> Any:
     return routeiq_feedback
 
 
-async def _read_payload(request: Request) -> _Payload:
-    """Bound and parse the body, before LiteLLM's auth dependency reads it."""
-    from litellm.proxy._types import ProxyException
-
-    def refuse(status: int, message: str, param: str | None = "body") -> ProxyException:
-        return ProxyException(message=message, type=_TYPES[status], param=param, code=status)
-
-    length = request.headers.get("content-length")
-    if length is None:
-        if request.headers.get("transfer-encoding"):
-            raise refuse(411, "send the feedback body with a Content-Length header")
-        raise refuse(422, _SHAPE)
-    try:
-        size = int(length)
-    except ValueError:
-        raise refuse(400, "invalid Content-Length header") from None
-    if size > MAX_BODY_BYTES:
-        raise refuse(413, f"feedback body is {size} bytes; at most {MAX_BODY_BYTES} are accepted")
-    raw = await request.body()
-    try:
-        data = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise refuse(400, f"feedback body is not valid JSON: {exc}") from None
-    batch = isinstance(data, list)
-    if isinstance(data, dict) and set(data) == {"items"}:
-        data, batch = data["items"], True
-        if not isinstance(data, list):
-            raise refuse(422, "'items' must be a list of feedback objects", "items")
-    if batch:
-        if not data:
-            raise refuse(422, "the batch is empty: send at least one feedback object")
-        if len(data) > MAX_ITEMS:
-            raise refuse(413, f"the batch has {len(data)} items; at most {MAX_ITEMS} per request")
-    elif not isinstance(data, dict):
-        raise refuse(422, _SHAPE)
-    # LiteLLM's auth parses the body as an object (a JSON list makes it fail with a 500):
-    # hand it the parsed object, or an empty one for a list, through its parsed-body cache.
-    try:
-        from litellm.proxy.common_utils.http_parsing_utils import safe_set_request_parsed_body
-    except ImportError:
-        if isinstance(data, list):
-            raise refuse(
-                400, 'send a batch as {"items": [...]} with this LiteLLM version'
-            ) from None
-    else:
-        safe_set_request_parsed_body(request, data if isinstance(data, dict) else {})
-    items = list(data) if batch else [data]
-    problems: dict[int, _Refused] = {}
-    for i, item in enumerate(items):
-        try:
-            items[i] = _item(item)
-        except _Refused as exc:
-            problems[i] = exc
-    return _Payload(items, batch, problems)
-
-
-_SHAPE = (
-    'feedback body must be a JSON object {"decision_id": "...", "score": 0.8 | "up" | '
-    '"down" | true, "metric": "quality"} or a list of them'
-)
-
-
-def _item(obj: Any) -> tuple[str, Any, str | None]:
-    if not isinstance(obj, dict):
-        raise _Refused(422, f"feedback item must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(str(k) for k in obj if k not in _FIELDS)
-    if unknown:
-        raise _Refused(
-            422,
-            f"unknown field(s) {', '.join(map(repr, unknown))}; expected decision_id, score "
-            "and optionally metric",
-            unknown[0],
-        )
-    decision_id = obj.get("decision_id")
-    if decision_id is None:
-        raise _Refused(
-            422, "decision_id is required (the x-routeiq-decision-id header)", "decision_id"
-        )
-    if not isinstance(decision_id, str) or not decision_id.strip():
-        raise _Refused(422, "decision_id must be a non-empty string", "decision_id")
-    if len(decision_id) > MAX_DECISION_ID_CHARS:
-        raise _Refused(
-            422, f"decision_id is longer than {MAX_DECISION_ID_CHARS} characters", "decision_id"
-        )
-    if "score" not in obj or obj["score"] is None:
-        raise _Refused(
-            422, "score is required: a number in [0, 1], true/false, or 'up'/'down'", "score"
-        )
-    metric = obj.get("metric")
-    if metric is not None and not isinstance(metric, str):
-        raise _Refused(422, "metric must be a string", "metric")
-    return decision_id, obj["score"], metric
-
-
 def _engine_of(callback: Any) -> Any:
     engine = getattr(callback, "engine", None)
     if engine is None:
-        raise _Refused(503, "RouteIQ is not running in this worker")
+        raise Refused(503, "RouteIQ is not running in this worker")
     install_error = getattr(callback, "install_error", None)
     if install_error:
-        raise _Refused(503, f"RouteIQ: {install_error}")
+        raise Refused(503, f"RouteIQ: {install_error}")
     if not engine.settings.feedback.enabled:
-        raise _Refused(404, "RouteIQ feedback is disabled (routeiq_settings.feedback.enabled)")
+        raise Refused(404, "RouteIQ feedback is disabled (routeiq_settings.feedback.enabled)")
     return engine
 
 
@@ -410,7 +283,7 @@ async def _rate_one(
     return status, body
 
 
-async def _rate_batch(engine: Any, payload: _Payload, identity: Identity) -> dict[str, Any]:
+async def _rate_batch(engine: Any, payload: Payload, identity: Identity) -> dict[str, Any]:
     deadline = time.monotonic() + BATCH_BUDGET_S
     results: dict[int, tuple[int, dict[str, Any]]] = {
         i: (p.status, error_body(p.status, p.message, p.param)) for i, p in payload.problems.items()
