@@ -135,11 +135,18 @@ class OnlineQuality:
         """Replace the statistics (a snapshot from the shared store or an artifact)."""
         arrays = self._checked(state, "state")
         self.gram_, self.moment_, self.count_ = (arrays[k].copy() for k in STATE_KEYS)
-        # Re-choose the prior strength from the loaded totals alone: every worker that loads
-        # the same shared state then predicts the same, whatever its own update history.
-        self._adapted_at = -np.inf
-        if not self._adapt():
-            self._refresh(np.arange(self.n_models))
+        # The prior strength is a function of the loaded totals alone (every worker that loads
+        # the same shared state predicts the same, whatever its own update history), and too
+        # few observations keep the first scale: evidence from a handful is noise.
+        if float(self.count_.sum()) >= self.adapt_every:
+            self._adapted_at = -np.inf
+            if self._adapt():
+                return
+        else:
+            self._adapted_at = 0.0
+            self.scale_ = self.scales[0]
+            self.ridge_ = self.base_ridge_ * self.scale_
+        self._refresh(np.arange(self.n_models))
 
     def _checked(self, state: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
         out = {}

@@ -166,7 +166,9 @@ class OnlineRouter:
         """
         prior = self.prior(learned_quality, known_cost)
         z = online_features(prior, self.context(x))
-        quality = self.quality.predict(z, prior)
+        # Observed qualities are in [0, 1]: a linear correction fitted on little feedback
+        # can overshoot, and a prediction outside the range is no better for ranking.
+        quality = np.clip(self.quality.predict(z, prior), 0.0, 1.0)
         if self.optimism > 0 and self.settings.warm_start:
             # UCB relative to the prior: a model's index drops as feedback narrows it, so
             # before any feedback it is exactly the prior (a warm start is the offline router).
@@ -175,7 +177,7 @@ class OnlineRouter:
             # Cold: the plain upper bound. Its prior sd grows with the price prior (the slope
             # term), a tilt toward pricier models that a cold start measured better with.
             quality = quality + self.optimism * self.quality.spread(z)
-        return quality, OnlineContext(prior, z)
+        return np.clip(quality, 0.0, 1.0), OnlineContext(prior, z)
 
     def learn(
         self, model: int, prior: float, z: Sequence[float], observed: float
