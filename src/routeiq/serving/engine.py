@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from routeiq.data.prompts import PromptError, request_text
@@ -47,6 +47,14 @@ from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.arms import ExperimentArms
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
 from routeiq.serving.feedback import Identity
+from routeiq.serving.guards import (
+    GuardRefusal,
+    Guards,
+    Outcome,
+    build_guards,
+    excluded_fields,
+    exclusions,
+)
 from routeiq.serving.learning import LearningLoop, build_store
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry
@@ -82,6 +90,9 @@ class RouteRequest:
     identity: Identity | None = None  # the verified caller (feedback authorization)
     user: str | None = None  # the end user (experiment unit)
     request_id: str | None = None  # the first decision id of the request (retries)
+    tags: tuple[str, ...] = ()  # the request's tags (LiteLLM ``metadata.tags``)
+    stream: bool | None = None
+    input_tokens: int | None = None  # estimated, of the whole request
 
 
 class _Expired(Exception):
@@ -130,6 +141,7 @@ class DecisionEngine:
         clock: Callable[[], float] = time.perf_counter,
         rng: random.Random | None = None,
         store: LocalStore | None = None,
+        guards: Sequence[object] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -141,6 +153,7 @@ class DecisionEngine:
         self.rng = rng if rng is not None else random.Random()
         self._groups: dict[str, ResolvedGroup] = {}
         self.arms = ExperimentArms()
+        self.guards = Guards(guards if guards is not None else build_guards(settings, metrics))
         self.learning = LearningLoop(
             settings,
             store if store is not None else build_store(settings, metrics),
@@ -174,7 +187,7 @@ class DecisionEngine:
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
                 decision, text, context, online = await self._decide(group, request, decision_id)
-            except (NoCandidatesError, OverrideError) as exc:
+            except (NoCandidatesError, OverrideError, GuardRefusal) as exc:
                 span.set_attribute(ERROR_TYPE, type(exc).__name__)
                 if self.metrics is not None:
                     self.metrics.observe_rejection(group.name, type(exc).__name__)
@@ -218,7 +231,10 @@ class DecisionEngine:
         latency_ms: float | None = None,
         error_type: str | None = None,
     ) -> None:
-        """Join one attempt's result with its decision (metrics and decision log)."""
+        """Join one attempt's result with its decision (metrics, decision log, guards)."""
+        self.guards.observe(
+            Outcome(decision_id, group, deployment, model, status, latency_ms, error_type)
+        )
         if self.metrics is not None:
             self.metrics.observe_outcome(group, deployment, status)
         if self.decision_log is not None:
@@ -248,6 +264,7 @@ class DecisionEngine:
         """Stop the scoring threads (in-flight scores finish), flush the decision log and
         the shared online state."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.guards.close()
         self.learning.close()
         if self.decision_log is not None:
             self.decision_log.close()
@@ -263,9 +280,15 @@ class DecisionEngine:
         if not cands:
             raise NoCandidatesError(f"no healthy deployment for model group {group.name!r}")
         names, models, costs = _columns(cands)
+        blocked = self.guards.blocked(request, cands)
+        if blocked and all(n in blocked for n in names):
+            reasons = "; ".join(f"{n}: {blocked[n]}" for n in names)
+            raise NoCandidatesError(
+                f"every deployment of model group {group.name!r} is excluded ({reasons})"
+            )
         if request.pinned:
             return pinned(names[0], models[0], costs[0]), self._text_for_log(request), {}, None
-        avail, why = self._exclusions(names, request.failed)
+        avail, why = exclusions(names, request.failed, blocked)
         tradeoff = resolve_tradeoff(group, request.override)
         mode = "shuffle" if group.mode == "route" and group.name in self.unrouted else group.mode
         if mode == "shuffle":
@@ -277,8 +300,10 @@ class DecisionEngine:
             decision, text, digest, online = await self._route(
                 group, request, cands, tradeoff, avail, decision_id
             )
-            return decision, text, self._noted(decision, why, tradeoff, router=digest), online
-        return decision, self._text_for_log(request), self._noted(decision, why, tradeoff), None
+            noted = self._noted(decision, why, tradeoff, router=digest, blocked=blocked)
+            return decision, text, noted, online
+        noted = self._noted(decision, why, tradeoff, blocked=blocked)
+        return decision, self._text_for_log(request), noted, None
 
     async def _route(
         self,
@@ -367,26 +392,17 @@ class DecisionEngine:
         return await asyncio.wait_for(future, timeout)
 
     @staticmethod
-    def _exclusions(
-        names: Sequence[str], failed: Mapping[str, str]
-    ) -> tuple[list[bool], dict[str, str]]:
-        why = {n: failed[n] for n in names if n in failed}
-        if not why or len(why) == len(names):  # nothing to avoid, or nothing else left
-            return [True] * len(names), {}
-        return [n not in why for n in names], why
-
-    @staticmethod
     def _noted(
-        decision: Decision, why: Mapping[str, str], tradeoff: Tradeoff, router: str | None = None
+        decision: Decision,
+        why: Mapping[str, str],
+        tradeoff: Tradeoff,
+        router: str | None = None,
+        blocked: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Serving fields for the decision: excluded candidates, override, router digest."""
         context: dict[str, Any] = {"override": tradeoff.override, "router": router}
         if why:
-            context["candidates"] = tuple(
-                row if row.available else replace(row, excluded=why[row.name])
-                for row in decision.candidates
-            )
-            context["rule"] = f"{decision.rule}; retry: excluded {', '.join(why)}"
+            context.update(excluded_fields(decision, why, blocked or {}))
         return context
 
     def _text_for_log(self, request: RouteRequest) -> str | None:

@@ -50,6 +50,12 @@ def request_metadata(request_kwargs: dict) -> dict:
     return request_kwargs["metadata"]
 
 
+def _tags(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(str(t) for t in value[:64] if isinstance(t, str | int))
+
+
 def verified_identity(metadata: Mapping[str, Any] | None, owner: str) -> Identity | None:
     """The caller identity the proxy callback stored from LiteLLM's auth (a client-sent
     entry lacks the owner token and is ignored); None outside the proxy."""
@@ -137,6 +143,9 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             identity=verified_identity(metadata, self.token),
             user=request_kwargs.get("user") or metadata.get("user_api_key_end_user_id"),
             request_id=history[0]["id"] if history else None,
+            tags=_tags(metadata.get("tags")),
+            stream=request_kwargs.get("stream") is True,
+            input_tokens=tokens,
         )
         try:
             decision = await self.engine.decide(request)
