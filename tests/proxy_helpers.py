@@ -22,6 +22,21 @@ LITELLM = Path(sys.executable).with_name("litellm")
 START_TIMEOUT_S = 240
 
 
+def require_litellm_proxy() -> None:
+    """Skip the calling test module unless ``litellm[proxy]`` is installed (found without
+    importing it: the proxy server module takes seconds to import)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("litellm")
+    if (
+        spec is None
+        or spec.origin is None
+        or not (Path(spec.origin).parent / "proxy" / "proxy_server.py").exists()
+        or importlib.util.find_spec("fastapi") is None
+    ):
+        pytest.skip("litellm[proxy] is not installed", allow_module_level=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -402,6 +402,22 @@ def test_known_model_passes_through():
     assert map_model("mid", KNOWN, KNOWN_Q, KNOWN_C, candidate_cost=0.5).cost == 0.5
 
 
+def test_provider_prefixes_and_case_name_the_known_model():
+    known = ["gpt-4-1106-preview", "mistralai/mixtral-8x7b-chat", "cheap"]
+    for name, same in [
+        ("openai/gpt-4-1106-preview", "gpt-4-1106-preview"),
+        ("GPT-4-1106-Preview", "gpt-4-1106-preview"),
+        ("together_ai/mistralai/Mixtral-8x7B-chat", "mistralai/mixtral-8x7b-chat"),
+        ("mistralai/mixtral-8x7b-chat", None),  # known as is
+    ]:
+        mp = map_model(name, known, KNOWN_Q, KNOWN_C, candidate_cost=1.0)
+        assert mp.mapped_from == same, name
+        assert mp.rule == ("known" if same is None else "prefix")
+        assert mp.quality == KNOWN_Q[known.index(same or name)]
+    # A name that only shares a suffix segment is not the model.
+    assert map_model("openai/chat", known, KNOWN_Q, KNOWN_C).rule == "mean"
+
+
 def test_alias_wins_over_price():
     mp = map_model(
         "new-deploy",

@@ -28,6 +28,7 @@ from routeiq.evaluation import (
     two_model_curve,
     upper_frontier,
 )
+from routeiq.evaluation.metrics import cost_range
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -355,3 +356,25 @@ def test_aiq_defined_when_cheapest_point_is_an_ulp_above_range():
     quality = np.array([0.52, 0.58, 0.60])
     value = aiq(Curve(cost, quality), (lo, hi))
     assert value is not None and 0.52 < value < 0.60
+
+
+def test_aiq_when_every_model_costs_the_same():
+    # lo == hi; a router's mean cost is the same per-row costs summed in another order, a few
+    # ulps above: AIQ is the router's quality, not 0 (it was 0 for every router).
+    rng = np.random.default_rng(0)
+    Q = rng.random((1000, 3))
+    C = np.full((1000, 3), 0.1) + rng.random((1000, 1)) * 0.01
+    lo, hi = cost_range(Q, C)
+    assert lo == hi
+    pick = rng.integers(0, 3, 1000)
+    q, c = Q[np.arange(1000), pick].mean(), C[np.arange(1000), pick].mean()
+    assert aiq(Curve(np.array([c]), np.array([q])), (lo, hi)) == pytest.approx(q)
+    # Well above the range (not rounding): unreachable, 0.
+    assert aiq(upper_frontier([hi * 1.01], [q]), (lo, hi)) == 0.0
+
+
+def test_every_router_gets_its_own_colour():
+    from routeiq.evaluation.frontier import _colors
+
+    for n in (3, 10, 13, 20):
+        assert len(set(_colors(n))) == n

@@ -10,7 +10,6 @@ offline tools (``routeiq ope``, ``routeiq experiment report``) on the decision l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
 import shutil
@@ -25,14 +24,9 @@ from typing import Any
 import pytest
 
 # Checked without importing LiteLLM (seconds): the proxy's workers import it, in parallel.
-_litellm = importlib.util.find_spec("litellm")
-if (
-    _litellm is None
-    or _litellm.origin is None
-    or not (Path(_litellm.origin).parent / "proxy" / "proxy_server.py").exists()
-    or importlib.util.find_spec("fastapi") is None
-):
-    pytest.skip("litellm[proxy] is not installed", allow_module_level=True)
+from proxy_helpers import require_litellm_proxy
+
+require_litellm_proxy()
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed")
 redis = pytest.importorskip("redis", reason="redis-py is not installed")

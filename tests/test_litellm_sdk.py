@@ -359,7 +359,7 @@ def test_config_errors_are_clear(demo_artifact: Path, tmp_path: Path) -> None:
     with pytest.raises(RouteIQConfigError, match="cannot parse target"):
         parse_settings({"target": "quality is great"})
     with pytest.raises(RouteIQConfigError, match="mode 'route' but has no router artifact"):
-        install(router, RouteIQSettings())
+        install(router, RouteIQSettings.model_validate({"router": "none"}))
     odd = Router(
         model_list=[
             deployment("odd", "o1", "mystery-model-a", STRONG_PRICE),

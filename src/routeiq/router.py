@@ -23,10 +23,10 @@ from routeiq.decision.decision import Decision
 from routeiq.decision.rules import decide
 from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
 from routeiq.estimator import Estimator
-from routeiq.features import featurizer_class
+from routeiq.features import FEATURIZER_REGISTRY
 from routeiq.features.base import Featurizer
 from routeiq.online.router import OnlineContext, OnlineRouter
-from routeiq.strategies import quality_model_class
+from routeiq.strategies import QUALITY_MODEL_REGISTRY
 from routeiq.strategies.base import QualityModel
 
 ARTIFACT_FORMAT = 1
@@ -102,8 +102,10 @@ class LearnedRouter:
         self.models_ = list(data.models)
         self.training_digest_ = data.digest()
         self.calibration_ = self._out_of_fold(X, tokens, data)
+        self.target_met_: bool | None = None
         if self.target is not None:
-            self.lam = self.calibrate(self.target).lam
+            cal = self.calibrate(self.target)
+            self.lam, self.target_met_ = cal.lam, cal.met
         return self
 
     def _out_of_fold(
@@ -166,7 +168,10 @@ class LearnedRouter:
         if lam is not None:
             return check_lambda(lam), None
         if self.target is not None:
-            return self.lam, self.calibrate(self.target).rule
+            met = getattr(self, "target_met_", None)
+            if met is None:  # an artifact from before target_met was saved
+                return self.lam, self.calibrate(self.target).rule
+            return self.lam, self.target.rule(self.lam) + ("" if met else " (target not met)")
         return self.lam, None
 
     def score(self, text: str, candidates: Sequence[Candidate]) -> ResolvedCandidates:
@@ -243,6 +248,7 @@ class LearnedRouter:
             "models": self.models_,
             "lambda": self.lam if math.isfinite(self.lam) else "inf",  # strict JSON has no inf
             "target": None if self.target is None else str(self.target),
+            "target_met": getattr(self, "target_met_", None),
             "aliases": self.aliases,
             "cv_folds": self.cv_folds,
             "random_state": self.random_state,
@@ -253,6 +259,15 @@ class LearnedRouter:
             scalars, part_arrays = part.get_state()
             metadata[key] = {"name": part.name, "params": part.get_params(), "state": scalars}
             arrays[key] = part_arrays
+        # Extensions (routeiq.extensions) record who provides them, so loading can say which
+        # package to install instead of "unknown quality model".
+        for key, registry in (
+            ("featurizer", FEATURIZER_REGISTRY),
+            ("quality_model", QUALITY_MODEL_REGISTRY),
+        ):
+            provider = registry.provider(metadata[key]["name"])
+            if provider is not None:
+                metadata[key]["provider"] = provider.to_dict()
         self.digest = write_artifact(path, metadata, arrays)
         return self.digest
 
@@ -265,10 +280,15 @@ class LearnedRouter:
             raise ArtifactError(f"{path}: unsupported artifact format {metadata.get('format')!r}")
         try:
             feat_meta, qm_meta = metadata["featurizer"], metadata["quality_model"]
-            featurizer = featurizer_class(feat_meta["name"]).from_state(
+            for meta, registry in (
+                (feat_meta, FEATURIZER_REGISTRY),
+                (qm_meta, QUALITY_MODEL_REGISTRY),
+            ):
+                registry.check_provider(meta["name"], meta.get("provider"), where=str(path))
+            featurizer = FEATURIZER_REGISTRY.get(feat_meta["name"]).from_state(
                 feat_meta["params"], feat_meta["state"], arrays["featurizer"]
             )
-            quality_model = quality_model_class(qm_meta["name"]).from_state(
+            quality_model = QUALITY_MODEL_REGISTRY.get(qm_meta["name"]).from_state(
                 qm_meta["params"], qm_meta["state"], arrays["quality_model"]
             )
             cm = metadata["cost_model"]
@@ -285,6 +305,7 @@ class LearnedRouter:
             router.cost_model = cost_model
             router.models_ = list(metadata["models"])
             router.training_digest_ = metadata["training_data_digest"]
+            router.target_met_ = metadata.get("target_met")
             router.calibration_ = dict(arrays["calibration"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(

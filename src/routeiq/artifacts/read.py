@@ -1,5 +1,10 @@
 """Reading an artifact: the manifest, the file set and every digest are checked before
-anything else is parsed (see :mod:`routeiq.artifacts.store` for the layout)."""
+anything else is parsed (see :mod:`routeiq.artifacts.store` for the layout).
+
+One file may sit in the directory without being listed in the manifest: the signature
+``model.sig`` (:data:`SIGNATURE`), which covers the manifest and so cannot be inside it.
+It is not read here; :mod:`routeiq.security.signing` verifies it when keys are pinned.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from routeiq.artifacts.store import (
     Artifact,
     ArtifactError,
 )
+
+SIGNATURE = "model.sig"  # the model-signing bundle over every other file of the directory
 
 
 def artifact_digest(path: str | os.PathLike[str]) -> str:
@@ -152,7 +159,9 @@ def _parse_manifest(root: Path, raw: bytes) -> dict[str, Any]:
 def _verified_contents(root: Path, files: dict[str, dict[str, Any]]) -> dict[str, bytes]:
     present = {}
     for entry in os.scandir(root):
-        if entry.name != MANIFEST:
+        # The signature sits outside the digest set (unless an old writer listed a blob so
+        # named: then it is an ordinary listed file).
+        if entry.name != MANIFEST and (entry.name != SIGNATURE or SIGNATURE in files):
             present[entry.name] = entry
     extra = sorted(set(present) - set(files))
     if extra:

@@ -42,7 +42,12 @@ def train(
     data: DataOpt = None,
     prices: PricesOpt = None,
     router: Annotated[
-        str, typer.Option("--router", help="Quality model name (see README).")
+        str,
+        typer.Option(
+            "--router",
+            "--quality-model",
+            help="Quality model name: a built-in (see README) or an installed extension.",
+        ),
     ] = "ensemble",
     featurizer: FeatOpt = "lexical",
     lam: Annotated[float | None, typer.Option("--lambda", help="Fixed quality/cost knob.")] = None,
@@ -77,6 +82,9 @@ def train(
         f"wrote [bold]{out}[/] ({router} on {featurizer}, {len(dataset)} prompts, "
         f"lambda={learned.lam:.4g}, digest {digest[:12]})"
     )
+    if learned.target is not None:
+        # On out-of-fold predictions of the training rows: what the target got, met or not.
+        console.print(learned.calibrate(learned.target).explanation, highlight=False)
 
 
 @app.command("eval")
@@ -93,12 +101,31 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder for report.json and frontier.png.")
     ] = None,
+    test: Annotated[
+        str | None,
+        typer.Option("--test", help="Test on this file (train on all of --data)."),
+    ] = None,
+    test_fraction: Annotated[
+        float,
+        typer.Option(help="Without a split column: the share of prompts held out for test."),
+    ] = 0.2,
+    split_seed: Annotated[
+        int, typer.Option(help="Without a split column: seed of the random split.")
+    ] = 0,
 ) -> None:
-    """Train every router on the train split, evaluate on the (deduplicated) test split."""
+    """Train every router on the train split, evaluate on the (deduplicated) test split.
+
+    The data's ``split`` column says which rows are which; ``--test FILE`` tests on another
+    file instead; data without splits is split at random (``--test-fraction``, ``--split-seed``).
+    """
     from routeiq.evaluation.runner import ALL_ROUTERS, run_evaluation
 
     with user_errors():
         dataset = _load(data, prices)
+        if test is not None:
+            dataset = dataset.joined(_load(test, prices))
+        elif not dataset.splits:
+            dataset = dataset.with_random_split(test_fraction, split_seed)
         names = ALL_ROUTERS if routers == "all" else [r.strip() for r in routers.split(",")]
         out = out or Path("results") / Path(data or default_dataset()).stem
         with Progress(console=console, transient=True) as progress:
@@ -128,6 +155,9 @@ def _print_report(report: dict[str, Any]) -> None:
         "best quality",
         "its $/query",
         "$ to match best",
+        "APGR",
+        "CPT50",
+        "CPT80",
         "target quality",
         "target $ frac",
         "fit s",
@@ -142,6 +172,9 @@ def _print_report(report: dict[str, Any]) -> None:
             fmt(row.get("best_quality"), ".4f"),
             fmt(row.get("best_quality_cost"), ".6f"),
             fmt(row.get("cost_to_match_best_fraction"), ".3f"),
+            fmt(row.get("apgr"), ".3f"),
+            fmt(row.get("cpt50"), ".3f"),
+            fmt(row.get("cpt80"), ".3f"),
             fmt(row.get("target_quality"), ".4f"),
             fmt(row.get("target_cost_fraction"), ".3f"),
             fmt(row.get("fit_seconds"), ".1f"),
@@ -298,7 +331,20 @@ def feedback(
 
 def _register_subcommands() -> None:
     from routeiq.cli.experiment import experiment_app
+    from routeiq.cli.sign import register as register_signing
     from routeiq.cli.simulate import simulate_app
+
+    register_signing(app)  # keygen, sign, verify
+    from routeiq.cli.migrate import migrate_command, settings_reference_command
+
+    app.command("migrate")(migrate_command)
+    app.command("settings-reference")(settings_reference_command)
+    from routeiq.cli.check_url import check_url_command
+
+    app.command("check-url")(check_url_command)
+    from routeiq.cli.serve import serve_command
+
+    app.command("serve")(serve_command)
 
     app.add_typer(experiment_app, name="experiment")
     app.add_typer(

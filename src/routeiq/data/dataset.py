@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,3 +120,34 @@ class RoutingDataset:
         h.update(np.ascontiguousarray(self.quality).tobytes())
         h.update(np.ascontiguousarray(self.cost).tobytes())
         return h.hexdigest()
+
+    def with_random_split(self, test_fraction: float = 0.2, seed: int = 0) -> RoutingDataset:
+        """A copy whose rows are split train/test at random: by prompt text (a prompt's
+        duplicates land on one side), with ``seed``. For data without a split column."""
+        if not 0 < test_fraction < 1:
+            raise DataError(f"test fraction must be in (0, 1), got {test_fraction}")
+        texts = sorted(set(self.prompts))
+        rng = np.random.default_rng(seed)
+        test = set(np.asarray(texts, dtype=object)[rng.random(len(texts)) < test_fraction])
+        splits = ["test" if p in test else "train" for p in self.prompts]
+        return replace(self, splits=splits)
+
+    def joined(self, test: RoutingDataset) -> RoutingDataset:
+        """This dataset as the train split and ``test`` as the test split, in one dataset
+        (``test``'s columns reordered to these models; both must have the same models)."""
+        if set(test.models) != set(self.models):
+            missing = sorted(set(self.models) ^ set(test.models))
+            raise DataError(f"train and test data must have the same models; differ in {missing}")
+        order = [test.models.index(m) for m in self.models]
+        n, k = len(self), len(test)
+        return RoutingDataset(
+            prompts=self.prompts + test.prompts,
+            models=list(self.models),
+            quality=np.vstack([self.quality, test.quality[:, order]]),
+            cost=np.vstack([self.cost, test.cost[:, order]]),
+            ids=self.ids + test.ids,
+            tasks=(self.tasks or [""] * n) + (test.tasks or [""] * k)
+            if self.tasks or test.tasks
+            else [],
+            splits=["train"] * n + ["test"] * k,
+        )

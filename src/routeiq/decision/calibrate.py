@@ -298,6 +298,9 @@ def calibrate_lambda(
             f"target NOT reachable on {n} calibration rows ({goal_text}); "
             f"using the best achievable, {achieved}"
         )
+        closest = _closest_target(target, curve, best_q)
+        if closest is not None:
+            explanation += f"; closest reachable target: {closest}"
     return Calibration(
         lam=lam,
         met=met,
@@ -307,6 +310,18 @@ def calibrate_lambda(
         grid=grid,
         curve=curve,
     )
+
+
+def _closest_target(target: Target, curve: dict[str, np.ndarray], best_q: float) -> str | None:
+    """The strictest target of the same kind that the calibration rows do reach."""
+    if isinstance(target, QualityTarget):
+        q = curve["quality"][np.isfinite(curve["quality"])]
+        if q.size == 0 or best_q <= 0:
+            return None
+        return f"quality>={math.floor(float(q.max()) / best_q * 1000) / 1000:g}"
+    if isinstance(target, BudgetTarget):
+        return f"budget<={math.ceil(float(curve['cost'].min()) * 1e6) / 1e3:g}"
+    return f"expensive<={math.ceil(float(curve['expensive_share'].min()) * 1000) / 1000:g}"
 
 
 def _last_argmax(values: np.ndarray) -> int:

@@ -33,7 +33,8 @@ class CandidateRow:
     available: bool = True
     excluded: str | None = None  # why an unavailable candidate could not be picked
     mapped_from: str | None = None  # known model whose prediction stood in (unknown model)
-    mapping_rule: str | None = None  # "alias" | "price_prior" | "mean" when mapped_from is set
+    # "prefix" | "alias" | "price_prior" | "mean" when mapped_from is set
+    mapping_rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

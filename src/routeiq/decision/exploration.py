@@ -35,7 +35,9 @@ class Exploration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: ExplorationMode = "off"
+    mode: ExplorationMode = Field(
+        default="off", description="off (deterministic), epsilon-greedy or softmax"
+    )
     epsilon: float = Field(default=0.05, ge=0, le=0.5, description="share of traffic exploring")
     margin: float = Field(
         default=0.05, ge=0, description="explore only within this utility of the best"
@@ -44,7 +46,7 @@ class Exploration(BaseModel):
         default=2.0, ge=1, description="an exploring pick costs <= this x the greedy pick"
     )
     temperature: float = Field(default=0.02, gt=0, description="softmax temperature")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the per-decision random draw")
 
     @property
     def enabled(self) -> bool:

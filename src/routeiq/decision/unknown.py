@@ -2,14 +2,17 @@
 
 The rule, in order (the first that applies wins):
 
-1. **Alias.** An explicit alias map (``unknown name -> known model``) set by the operator, e.g.
+1. **Provider prefix.** The name with its leading provider segments removed, or in another
+   letter case, is a known model (``together_ai/mistralai/mixtral-8x7b-chat``,
+   ``openai/GPT-4o`` for ``gpt-4o``): the known model's quality and cost.
+2. **Alias.** An explicit alias map (``unknown name -> known model``) set by the operator, e.g.
    a new deployment name for a model the router knows. The alias target's predicted quality
    is used; its cost too, unless the candidate brings its own.
-2. **Price prior.** If the candidate's cost for this request is known: the predicted quality of
+3. **Price prior.** If the candidate's cost for this request is known: the predicted quality of
    the known model whose cost for this request is nearest in log space (models priced alike
    tend to be alike; log space because prices span orders of magnitude). Ties go to the
    earlier known model.
-3. **Mean.** Otherwise: the mean predicted quality over the known models. Its cost, unknown,
+4. **Mean.** Otherwise: the mean predicted quality over the known models. Its cost, unknown,
    is taken as the mean known cost: deliberately not cheap, so an unpriced model is not
    favoured by accident.
 
@@ -39,7 +42,7 @@ class ModelMapping:
     model: str
     quality: float
     cost: float  # NaN when no cost is known at all
-    rule: str  # "known" | "alias" | "price_prior" | "mean"
+    rule: str  # "known" | "prefix" | "alias" | "price_prior" | "mean"
     mapped_from: str | None  # the known model used, MEAN_OF_KNOWN, or None for a known model
     note: str | None = None  # e.g. an alias pointing to a model the router does not know
 
@@ -98,6 +101,13 @@ def map_model(
             model, float(q[j]), own if own is not None else float(c[j]), "known", None
         )
 
+    same = _unprefixed(model, known)
+    if same is not None:
+        j = known.index(same)
+        return ModelMapping(
+            model, float(q[j]), own if own is not None else float(c[j]), "prefix", same
+        )
+
     note = None
     target = (aliases or {}).get(model)
     if target is not None:
@@ -120,6 +130,19 @@ def map_model(
 
     cost = own if own is not None else (float(c[priced].mean()) if priced.any() else math.nan)
     return ModelMapping(model, float(np.mean(q)), cost, "mean", MEAN_OF_KNOWN, note)
+
+
+def _unprefixed(model: str, known: Sequence[str]) -> str | None:
+    """The known model ``model`` names once provider prefixes and letter case are set aside."""
+    lowered = {k.lower(): k for k in known}
+    parts = model.split("/")
+    for k in range(len(parts)):
+        name = "/".join(parts[k:])
+        if k and name in known:
+            return name
+        if name.lower() in lowered:
+            return lowered[name.lower()]
+    return None
 
 
 def resolve_candidates(

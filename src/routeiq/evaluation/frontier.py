@@ -30,6 +30,13 @@ def _front(cost: np.ndarray, quality: np.ndarray, log_cost: bool) -> Frontier | 
     return upper_frontier(cost[keep], quality[keep], log_cost=log_cost) if keep.any() else None
 
 
+def _colors(n: int) -> list[tuple[float, ...]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [tuple(cmap(i % cmap.N)) for i in range(n)]
+
+
 def _short(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
@@ -79,9 +86,10 @@ def plot_frontier(
         x, y = _frontier_xy(mix, hi)
         ax.plot(x, y, "--", color="0.45", lw=1.3, label=label("random mixture", mixture))
 
-    colors = [f"C{i}" for i in range(10)]
+    # One colour per router however many there are (the default cycle repeats after 10).
+    colors = _colors(len(curves))
     for i, (name, curve) in enumerate(curves.items()):
-        color = colors[i % len(colors)]
+        color = colors[i]
         ax.scatter(curve.cost, curve.quality, s=9, color=color, alpha=0.35, linewidths=0)
         front = _front(curve.cost, curve.quality, log_cost)
         if front is not None:

@@ -220,7 +220,11 @@ class Frontier:
         if self.log_cost and lo <= 0:
             return None
         if hi == lo:
-            v = float(self(hi))
+            # Every model costs the same: a router's mean cost is that cost summed in another
+            # order, possibly ulps above it; read F at the first vertex then.
+            first = float(self.cost[0])
+            at = first if hi < first <= hi + 1e-9 * abs(hi) + _EPS else hi
+            v = float(self(at))
             return 0.0 if math.isnan(v) else v
         inside = self.cost[(self.cost > lo) & (self.cost < hi)]
         knots = np.unique(np.concatenate([[lo, hi], inside]))

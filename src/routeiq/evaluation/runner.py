@@ -15,6 +15,7 @@ from routeiq.data.dataset import DataError, RoutingDataset
 from routeiq.decision.choice import best_single, cheapest_single, choose
 from routeiq.evaluation.frontier import plot_report
 from routeiq.evaluation.report import evaluate
+from routeiq.evaluation.task_lookup import task_lookup
 from routeiq.features import make_featurizer
 from routeiq.features.base import Featurizer
 from routeiq.features.cache import CachedFeaturizer
@@ -22,6 +23,12 @@ from routeiq.router import LearnedRouter
 from routeiq.strategies import make_quality_model, quality_model_names
 
 ALL_ROUTERS = tuple(quality_model_names())
+TASK_LOOKUP = "task lookup (baseline)"
+
+
+def task_lookup_applies(train: RoutingDataset, test: RoutingDataset) -> bool:
+    """Whether the data names a task per row, with more than one task (the lookup baseline)."""
+    return bool(train.tasks) and bool(test.tasks) and len(set(train.tasks)) > 1
 
 
 def build_router(
@@ -36,6 +43,13 @@ def train_test(dataset: RoutingDataset) -> tuple[RoutingDataset, RoutingDataset]
     """The train split and the fully labelled test rows whose prompt is not in train."""
     train = dataset.split("train").labelled()
     test = dataset.split("test").without_prompts_in(train)
+    unpriced = [m for j, m in enumerate(dataset.models) if np.isnan(test.cost[:, j]).all()]
+    if unpriced and len(test):
+        raise DataError(
+            f"no cost for model(s) {', '.join(unpriced)} on any test row: price them with "
+            "--prices (an LLMRouter-style JSON of input_price/output_price in USD per "
+            "million tokens) or give each row a cost column"
+        )
     complete = ~(np.isnan(test.quality).any(axis=1) | np.isnan(test.cost).any(axis=1))
     test = test.subset(np.flatnonzero(complete))
     if len(test) == 0:
@@ -92,10 +106,16 @@ def run_evaluation(
                 target_cost_fraction=float(C[at, chosen].mean() / C[:, best].mean()),
             )
         extra[name] = row
+    names = list(routers)
+    if task_lookup_applies(train, test):
+        started = time.perf_counter()
+        predictions[TASK_LOOKUP] = task_lookup(train.tasks, train.quality, train.cost, test.tasks)
+        extra[TASK_LOOKUP] = {"fit_seconds": time.perf_counter() - started}
+        names.append(TASK_LOOKUP)
     report = evaluate(Q, C, predictions, models=models, pair=pair)
     data = report.to_dict(include_curves=True)
     rows = []
-    for name in routers:
+    for name in names:
         r = data["routers"][name]
         rows.append(
             {

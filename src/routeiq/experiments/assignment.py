@@ -65,15 +65,23 @@ class _Strict(BaseModel):
 class VariantSettings(_Strict):
     """One arm: its share of units and what it changes (unset: the group's own settings)."""
 
-    name: Name
-    weight: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]  # percent of units
-    control: bool = False
-    slot: Annotated[int, Field(ge=0)] | None = None  # bucket region; see the module docstring
-    router: Path | None = None
-    lam: Annotated[float, Field(ge=0)] | None = Field(default=None, alias="lambda")  # or "inf"
-    target: str | None = None
-    exploration: dict[str, Any] | None = None
-    mode: Mode | None = None
+    name: Name = Field(description="variant name (in metrics, logs and the report)")
+    weight: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        description="percent of units"
+    )
+    control: bool = Field(default=False, description="the baseline; exactly one variant")
+    slot: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="bucket region (default: position among non-control)"
+    )
+    router: Path | None = Field(default=None, description="this variant's router artifact")
+    lam: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, alias="lambda", description="this variant's lambda (or inf)"
+    )
+    target: str | None = Field(default=None, description="this variant's calibrated target")
+    exploration: dict[str, Any] | None = Field(
+        default=None, description="this variant's exploration settings"
+    )
+    mode: Mode | None = Field(default=None, description="this variant's mode")
 
     @field_validator("target")
     @classmethod
@@ -96,11 +104,17 @@ class VariantSettings(_Strict):
 class ExperimentSettings(_Strict):
     """An experiment: who is bucketed (``unit``), how (``salt``), and its variants."""
 
-    name: Name
-    salt: Annotated[str, Field(min_length=1)]
-    unit: Unit = "user"
-    slots: Annotated[int, Field(ge=1, le=MAX_SLOTS)] = 2
-    variants: Annotated[list[VariantSettings], Field(min_length=2)]
+    name: Name = Field(description="experiment name (in metrics, logs and the report)")
+    salt: Annotated[str, Field(min_length=1)] = Field(
+        description="bucketing salt; a new salt reshuffles every unit"
+    )
+    unit: Unit = Field(default="user", description="who is bucketed: user, team, key or request")
+    slots: Annotated[int, Field(ge=1, le=MAX_SLOTS)] = Field(
+        default=2, description="bucket regions; each non-control variant gets at most one"
+    )
+    variants: Annotated[list[VariantSettings], Field(min_length=2)] = Field(
+        description="the arms, one with control: true; weights sum to 100"
+    )
 
     @model_validator(mode="after")
     def _layout(self) -> ExperimentSettings:

@@ -216,7 +216,7 @@ class LexicalFeaturizer(Featurizer):
         if candidates.size > self.max_vocab:
             order = np.lexsort((candidates, -df_all[candidates]))
             candidates = np.sort(candidates[order[: self.max_vocab]])
-        self.buckets_ = candidates.astype(np.int64)
+        self.buckets_ = candidates.astype(np.int32 if self.n_features < 2**31 else np.int64)
         n_docs = len(texts)
         df = df_all[self.buckets_].astype(np.float64)
         self.idf_ = (np.log((1.0 + n_docs) / (1.0 + df)) + 1.0).astype(np.float32)
@@ -242,7 +242,9 @@ class LexicalFeaturizer(Featurizer):
             )
             svd.fit(x)
             comp[:, :k] = svd.components_.T
-        self.components_ = comp
+        # Stored in half precision (half the artifact; LSA directions need no more), and served
+        # from the same rounded values, so what is evaluated is what is served.
+        self.components_ = comp.astype(np.float16)
         self._after_load()
         return self
 
@@ -254,7 +256,7 @@ class LexicalFeaturizer(Featurizer):
             len(self.buckets_), dtype=np.int32
         )
         self._col_of_bucket = table
-        self._rows = list(self.components_)
+        self._rows = list(np.asarray(self.components_, dtype=np.float32))
 
     # -- transforming ------------------------------------------------------------------------
 

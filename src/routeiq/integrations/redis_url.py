@@ -46,10 +46,14 @@ class RedisStreamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(repr=False)
-    stream: str = Field(default=DEFAULT_STREAM, min_length=1)
-    maxlen: int | None = Field(default=None, ge=1)
-    buffer: int = Field(default=DEFAULT_BUFFER, ge=1)
+    url: str = Field(repr=False, description="connection URL without RouteIQ's options")
+    stream: str = Field(default=DEFAULT_STREAM, min_length=1, description="stream key")
+    maxlen: int | None = Field(
+        default=None, ge=1, description="approximate stream length cap (none: unbounded)"
+    )
+    buffer: int = Field(
+        default=DEFAULT_BUFFER, ge=1, description="records kept in memory while Redis is down"
+    )
 
     @field_validator("url")
     @classmethod

@@ -37,8 +37,10 @@ class OnlineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = False
-    warm_start: bool = True
+    enabled: bool = Field(default=False, description="learn from feedback while serving")
+    warm_start: bool = Field(
+        default=True, description="start from the artifact's predictions (false: a price prior)"
+    )
     features: int = Field(default=32, ge=1, le=128, description="context features (warm)")
     feature_map: Literal["leading", "projection"] = Field(
         default="leading",
@@ -75,7 +77,9 @@ class OnlineSettings(BaseModel):
     cold_optimism: float = Field(default=1.0, ge=0, description="warm_start: false")
     seed: int = Field(default=0, description="seed of the random projection")
     # Shared state: every worker pushes its updates and pulls the merged state this often.
-    sync_interval_s: float = Field(default=1.0, gt=0, le=60)
+    sync_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="seconds between pushes/pulls of shared state"
+    )
 
 
 def price_prior(known_cost: np.ndarray, *, centre: float = 0.6, spread: float = 0.1) -> np.ndarray:

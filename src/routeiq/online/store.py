@@ -50,9 +50,11 @@ class SharedStateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(description="redis://host:port/db (rediss:// for TLS)", repr=False)
-    cluster: bool = False
-    prefix: str = Field(default="routeiq", min_length=1)
-    socket_timeout_s: float = Field(default=0.5, gt=0)
+    cluster: bool = Field(default=False, description="the URL names a Redis Cluster node")
+    prefix: str = Field(default="routeiq", min_length=1, description="prefix of every key")
+    socket_timeout_s: float = Field(
+        default=0.5, gt=0, description="per Redis call; slower: local state until it is back"
+    )
 
     @field_validator("url")
     @classmethod
@@ -60,6 +62,20 @@ class SharedStateSettings(BaseModel):
         if not value.startswith(("redis://", "rediss://")):
             raise ValueError("shared_state.url must be redis://host:port/db (rediss:// for TLS)")
         return value
+
+    def connect(self) -> Any:
+        """A (lazily connecting) Redis or Redis Cluster client with these timeouts."""
+        opts = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+        }
+        if self.cluster:
+            from redis.cluster import RedisCluster
+
+            return RedisCluster.from_url(self.url, **opts)
+        import redis
+
+        return redis.Redis.from_url(self.url, **opts)
 
 
 class LocalStore:
@@ -154,18 +170,7 @@ class RedisStore(LocalStore):
     @property
     def client(self) -> Any:
         if self._client is None:
-            opts = {
-                "socket_timeout": self.settings.socket_timeout_s,
-                "socket_connect_timeout": self.settings.socket_timeout_s,
-            }
-            if self.settings.cluster:
-                from redis.cluster import RedisCluster
-
-                self._client = RedisCluster.from_url(self.settings.url, **opts)
-            else:
-                import redis
-
-                self._client = redis.Redis.from_url(self.settings.url, **opts)
+            self._client = self.settings.connect()
         return self._client
 
     # -- the request path (never blocks) ------------------------------------------------------

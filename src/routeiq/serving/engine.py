@@ -264,6 +264,7 @@ class DecisionEngine:
         """Stop the scoring threads (in-flight scores finish), flush the decision log and
         the shared online state."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.registry.close()  # stops the hot-reload watcher, if any
         self.guards.close()
         self.learning.close()
         if self.decision_log is not None:

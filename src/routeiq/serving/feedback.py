@@ -32,12 +32,14 @@ class FeedbackSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="accept feedback on served decisions")
     # How long a decision can still be rated (late feedback joins up to then).
-    ttl_s: float = Field(default=172_800.0, gt=0)
+    ttl_s: float = Field(default=172_800.0, gt=0, description="how long a decision can be rated")
     max_contexts: int = Field(default=200_000, ge=1, description="kept in memory per worker")
     # Implicit signals: an attempt that failed counts as this quality (None: not a reward).
-    error_quality: float | None = Field(default=None, ge=0, le=1)
+    error_quality: float | None = Field(
+        default=None, ge=0, le=1, description="quality a failed attempt counts as (none: no reward)"
+    )
 
 
 class FeedbackError(ValueError):
@@ -77,6 +79,8 @@ class Identity:
     user_id: str | None = None
     role: str | None = None  # LiteLLM user role: proxy_admin, org_admin, internal_user...
     team_admin: bool = False
+    key_alias: str | None = None  # policies (routeiq.security.policy) may name keys by alias
+    org_id: str | None = None
 
     @property
     def is_admin(self) -> bool:

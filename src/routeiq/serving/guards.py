@@ -144,4 +144,14 @@ def excluded_fields(
 def build_guards(settings: RouteIQSettings, metrics: RouteIQMetrics | None = None) -> list[object]:
     """The guards ``settings`` configure, in the order they apply."""
     guards: list[object] = []
+    if settings.policies is not None:  # Cedar policies: parsed and validated here, once
+        from routeiq.security.policy import PolicyEngine, PolicyGuard
+
+        guards.append(PolicyGuard(PolicyEngine.from_settings(settings.policies, metrics=metrics)))
+    if settings.breakers.enabled:  # circuit breakers per deployment (routeiq.resilience)
+        from routeiq.resilience.breakers import CircuitBreakers
+
+        guards.append(
+            CircuitBreakers.from_settings(settings.breakers, settings.shared_state, metrics)
+        )
     return guards

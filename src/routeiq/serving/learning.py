@@ -54,8 +54,9 @@ def _known_model(decision: Decision, online: OnlineRouter) -> int | None:
     e.g. an unknown model priced like a known one)."""
     for row in decision.candidates:
         if row.name == decision.chosen:
-            known = row.mapped_from if row.mapping_rule == "alias" else row.model
-            if row.mapping_rule not in (None, "alias"):
+            same = row.mapping_rule in ("alias", "prefix")  # the known model, renamed
+            known = row.mapped_from if same else row.model
+            if row.mapping_rule is not None and not same:
                 return None
             return online.index.get(known) if known is not None else None
     return None

@@ -22,31 +22,8 @@ logged with its real probability, e.g. to collect unbiased training data). A gro
 group, say) is served by the ``shuffle`` rule with one start-up warning listing such groups;
 ``strict: true`` refuses to start instead.
 
-Settings (top level; those marked * can also be set per group):
-
-* ``mode``\\* (``route``), ``router``\\* (artifact dir), ``router_digest``\\* (pin: refuse any
-  other artifact), ``lambda``\\* or ``target``\\* (e.g. ``"quality>=0.95"``, calibrated on the
-  artifact's stored out-of-fold predictions; neither = the artifact's own),
-  ``allow_client_overrides``\\* (false), ``estimated_output_tokens``\\* (256: output tokens
-  assumed when pricing a request).
-* ``aliases``: deployment model name -> model the router knows. ``strict`` (false).
-* ``scoring`` (``auto``), ``threads`` (2), ``decision_timeout_ms`` (250): where featurize +
-  score runs (see :mod:`routeiq.serving.engine`).
-* ``max_prompt_chars`` (400000: longer routing texts are not featurized; the request is served
-  by the fallback rule), ``featurize_chars`` (8000: only the tail of the routing text is
-  featurized).
-* ``decision_log`` (none): a JSONL file path (relative paths resolve against the proxy
-  config's folder), or a Redis stream URL ``redis://host:port/db?stream=NAME&maxlen=N``
-  (stream default ``routeiq:decisions``; see :mod:`routeiq.integrations.redis_stream`).
-  ``log_prompt`` (``text`` | ``none``), ``pending_ttl_s`` (600), ``max_pending`` (100000),
-  ``max_queued_records`` (100000): see :mod:`routeiq.serving.decision_log`.
-* ``response_headers`` (true): ``x-routeiq-*`` headers on proxy responses.
-* ``exploration``\\* (off), ``online``\\* (off): safe exploration with logged propensities
-  (:mod:`routeiq.decision.exploration`) and learning from feedback while serving
-  (:mod:`routeiq.online`). ``feedback`` (``ttl_s`` 172800, ``max_contexts``,
-  ``error_quality``): see :mod:`routeiq.serving.feedback`. ``shared_state`` (none):
-  ``{url: redis://..., cluster: false, prefix: routeiq}`` shares feedback and online state
-  across workers and replicas (:mod:`routeiq.online.store`).
+Every setting, with its type, default and description, is in ``docs/settings.md``, generated
+from these models (``routeiq settings-reference``).
 """
 
 from __future__ import annotations
@@ -62,11 +39,21 @@ from routeiq.experiments.assignment import ExperimentSettings
 from routeiq.integrations.redis_url import RedisStreamConfig, is_url
 from routeiq.online.router import OnlineSettings
 from routeiq.online.store import SharedStateSettings
+from routeiq.resilience.breaker_settings import BreakerSettings
+from routeiq.resilience.drain import DrainSettings
+from routeiq.resilience.shedding import SheddingSettings
+from routeiq.security.policy_settings import PolicySettings
+from routeiq.security.signing import SigningSettings
+from routeiq.security.ssrf_settings import SSRFSettings
+from routeiq.service.settings import ServiceClientSettings
 from routeiq.serving.feedback import FeedbackSettings
+from routeiq.serving.reload import HotReloadSettings
 
 SETTINGS_KEY = "routeiq_settings"
 
 Mode = Literal["route", "cheapest", "shuffle"]
+# An artifact directory, or a name: "default" (the packaged router), "none" (no router).
+RouterSetting = Literal["default", "none"] | Path
 
 
 class RouteIQConfigError(ValueError):
@@ -76,6 +63,21 @@ class RouteIQConfigError(ValueError):
 class _Strict(BaseModel):
     # Typos must fail at start-up, not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _effective_router(value: Path | str | None) -> Path | None:
+    """The artifact a ``router`` setting names: unset or ``default`` is the packaged default
+    router (None if the install lacks it: validation then says so), ``none`` is none."""
+    if isinstance(value, Path):
+        return value
+    if value == "none":
+        return None
+    from routeiq.default_router import DefaultRouterError, default_router_path
+
+    try:
+        return default_router_path()
+    except DefaultRouterError:
+        return None
 
 
 def _check_target(value: str | None) -> str | None:
@@ -90,16 +92,35 @@ def _check_target(value: str | None) -> str | None:
 class GroupSettings(_Strict):
     """Per model group; any field left unset inherits the top-level value."""
 
-    mode: Mode | None = None
-    router: Path | None = None
-    router_digest: str | None = None
-    lam: float | None = Field(default=None, ge=0, alias="lambda")
-    target: str | None = None
-    allow_client_overrides: bool | None = None
-    estimated_output_tokens: Annotated[int, Field(ge=0)] | None = None
-    exploration: Exploration | None = None
-    online: OnlineSettings | None = None
-    experiment: ExperimentSettings | None = None
+    mode: Mode | None = Field(default=None, description="this group's mode (unset: top level)")
+    router: RouterSetting | None = Field(
+        default=None,
+        description="this group's router artifact directory, 'default' or 'none'",
+    )
+    router_digest: str | None = Field(
+        default=None, description="pin of this group's artifact (sha256 of its manifest)"
+    )
+    lam: float | None = Field(
+        default=None, ge=0, alias="lambda", description="this group's quality/cost knob"
+    )
+    target: str | None = Field(
+        default=None, description='this group\'s calibrated target, e.g. "quality>=0.95"'
+    )
+    allow_client_overrides: bool | None = Field(
+        default=None, description="let clients override the decision for this group"
+    )
+    estimated_output_tokens: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="output tokens assumed when pricing this group's requests"
+    )
+    exploration: Exploration | None = Field(
+        default=None, description="this group's exploration (replaces the top-level one)"
+    )
+    online: OnlineSettings | None = Field(
+        default=None, description="this group's online learning (replaces the top-level one)"
+    )
+    experiment: ExperimentSettings | None = Field(
+        default=None, description="an A/B experiment between variants of this group"
+    )
 
     @field_validator("target")
     @classmethod
@@ -128,44 +149,143 @@ class GroupSettings(_Strict):
 class RouteIQSettings(_Strict):
     """Top-level settings (defaults for every group) plus per-group overrides."""
 
-    mode: Mode = "route"
-    router: Path | None = Field(default=None, description="router artifact directory")
+    mode: Mode = Field(
+        default="route",
+        description="route: the learned router; cheapest: lowest estimated cost; shuffle: "
+        "random by deployment weight (LiteLLM's simple-shuffle), logged with its probability",
+    )
+    router: RouterSetting | None = Field(
+        default=None,
+        description="router artifact directory; omitted or 'default': the packaged default "
+        "router; 'none': no router",
+    )
     router_digest: str | None = Field(
         default=None, description="expected artifact digest (sha256 of its manifest); pins it"
     )
-    lam: float | None = Field(default=None, ge=0, alias="lambda")
-    target: str | None = None
-    allow_client_overrides: bool = False
-    estimated_output_tokens: Annotated[int, Field(ge=0)] = 256
+    lam: float | None = Field(
+        default=None,
+        ge=0,
+        alias="lambda",
+        description="quality points given up per USD saved (neither this nor target: the "
+        "artifact's own)",
+    )
+    target: str | None = Field(
+        default=None,
+        description='calibrated target: "quality>=X", "budget<=Y" ($ per 1,000 requests) or '
+        '"expensive<=Z" (share of calls to the most expensive model)',
+    )
+    allow_client_overrides: bool = Field(
+        default=False,
+        description='let clients send metadata.routeiq: "cheapest", "best", a lambda or a target',
+    )
+    estimated_output_tokens: Annotated[int, Field(ge=0)] = Field(
+        default=256, description="output tokens assumed when pricing a request"
+    )
     # Safe exploration of the learned rule (off: deterministic); see decision/exploration.py.
-    exploration: Exploration = Field(default_factory=Exploration)
+    exploration: Exploration = Field(
+        default_factory=Exploration,
+        description="safe exploration with logged propensities (off: deterministic)",
+    )
     # Learning from feedback while serving (off: the artifact as trained); see routeiq.online.
-    online: OnlineSettings = Field(default_factory=OnlineSettings)
-    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    online: OnlineSettings = Field(
+        default_factory=OnlineSettings,
+        description="learning from feedback while serving (off: the artifact as trained)",
+    )
+    feedback: FeedbackSettings = Field(
+        default_factory=FeedbackSettings, description="the feedback endpoint and its memory"
+    )
     # Redis shared by every worker and replica: feedback contexts and online state.
-    shared_state: SharedStateSettings | None = None
-    groups: dict[str, GroupSettings] = Field(default_factory=dict)
+    shared_state: SharedStateSettings | None = Field(
+        default=None,
+        description="Redis shared by every worker and replica (feedback contexts, online state)",
+    )
+    service: ServiceClientSettings | None = Field(
+        default=None,
+        description="decide through the routing service at these URLs (routeiq.service); "
+        "none: in process",
+    )
+    # Proxy load shedding (off unless a limit is set) and SIGTERM drain; see docs/resilience.md.
+    shedding: SheddingSettings = Field(
+        default_factory=SheddingSettings,
+        description="503 for requests over an in-flight limit (off unless a limit is set)",
+    )
+    drain: DrainSettings = Field(
+        default_factory=DrainSettings, description="drain a worker's requests on SIGTERM"
+    )
+    breakers: BreakerSettings = Field(
+        default_factory=BreakerSettings,
+        description="circuit breakers per deployment (routeiq.resilience.breakers); off",
+    )
+    groups: dict[str, GroupSettings] = Field(
+        default_factory=dict, description="per model group overrides, by model_name"
+    )
     aliases: dict[str, str] = Field(
         default_factory=dict, description="deployment model name -> model the router knows"
     )
-    strict: bool = False
-    decision_timeout_ms: Annotated[float, Field(gt=0)] = 250.0
-    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    strict: bool = Field(
+        default=False,
+        description="refuse to start when a routed group has no deployment the router knows",
+    )
+    decision_timeout_ms: Annotated[float, Field(gt=0)] = Field(
+        default=250.0,
+        description="slower decisions are served by the fallback rule (cheapest healthy)",
+    )
+    threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=2, description="scoring threads per worker"
+    )
     # "thread": featurize + score in a pool of `threads` threads, bounded by
     # decision_timeout_ms (never blocks the event loop). "inline": on the event loop, no
     # timeout: it saves the hop back to a busy loop (tens of ms under load, see
     # bench/proxy_throughput.py). "auto": inline for routers whose featurizer is known to be
     # sub-millisecond and bounded (lexical), threads otherwise (MiniLM).
-    scoring: Literal["auto", "thread", "inline"] = "auto"
-    max_prompt_chars: Annotated[int, Field(ge=1)] = 400_000
-    featurize_chars: Annotated[int, Field(ge=1)] = 8_000
+    scoring: Literal["auto", "thread", "inline"] = Field(
+        default="auto",
+        description="where featurize + score runs: thread pool, event loop, or auto (inline "
+        "for sub-millisecond featurizers)",
+    )
+    max_prompt_chars: Annotated[int, Field(ge=1)] = Field(
+        default=400_000,
+        description="longer routing texts are not featurized (served by the fallback rule)",
+    )
+    featurize_chars: Annotated[int, Field(ge=1)] = Field(
+        default=8_000, description="only this many trailing characters are featurized"
+    )
     # A file path, or a redis:// URL parsed (and checked) into a RedisStreamConfig.
-    decision_log: Path | RedisStreamConfig | None = None
-    log_prompt: Literal["text", "none"] = "text"
-    pending_ttl_s: Annotated[float, Field(gt=0)] = 600.0
-    max_pending: Annotated[int, Field(ge=1)] = 100_000
-    max_queued_records: Annotated[int, Field(ge=1)] = 100_000
-    response_headers: bool = True
+    decision_log: Path | RedisStreamConfig | None = Field(
+        default=None,
+        description="JSONL file path, or redis://host:port/db?stream=NAME&maxlen=N (none: off)",
+    )
+    log_prompt: Literal["text", "none"] = Field(
+        default="text", description="log the routing text with each decision, or not"
+    )
+    pending_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=600.0, description="a decision whose outcome never arrives is written after this"
+    )
+    max_pending: Annotated[int, Field(ge=1)] = Field(
+        default=100_000, description="decisions awaiting their outcome, at most (oldest written)"
+    )
+    max_queued_records: Annotated[int, Field(ge=1)] = Field(
+        default=100_000, description="records queued for the log writer; beyond: dropped, counted"
+    )
+    response_headers: bool = Field(
+        default=True, description="x-routeiq-* headers on proxy responses"
+    )
+    policies: PolicySettings | None = Field(
+        default=None,
+        description="Cedar policy file (and schema) checked on every request; none: allow all",
+    )
+    signing: SigningSettings = Field(
+        default_factory=SigningSettings,
+        description="public keys trusted to sign router artifacts (routeiq.security.signing)",
+    )
+    hot_reload: HotReloadSettings = Field(
+        default_factory=HotReloadSettings,
+        description="load new artifact versions while serving (routeiq.serving.reload)",
+    )
+    ssrf: SSRFSettings = Field(
+        default_factory=SSRFSettings,
+        description="SSRF guard on deployment and client URLs (routeiq.security.ssrf); off",
+    )
 
     @field_validator("target")
     @classmethod
@@ -194,7 +314,7 @@ class RouteIQSettings(_Strict):
         return ResolvedGroup(
             name=name,
             mode=pick("mode"),
-            router=pick("router"),
+            router=_effective_router(pick("router")),
             router_digest=(
                 g.router_digest if g.router is not None or g.router_digest else self.router_digest
             ),
@@ -209,7 +329,8 @@ class RouteIQSettings(_Strict):
 
     def router_paths(self) -> set[Path]:
         """Every artifact some group may route with."""
-        paths = {self.router} if self.router is not None and self.mode == "route" else set()
+        top = _effective_router(self.router)
+        paths = {top} if top is not None and self.mode == "route" else set()
         for name in self.groups:
             g = self.group(name)
             if g.mode == "route" and g.router is not None:
@@ -282,8 +403,9 @@ def parse_settings(
 
 
 def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
-    def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p)
+    def fix(p: Path | str | None) -> Path | None:
+        # "default" and "none" (router) are names, not paths.
+        return None if not isinstance(p, Path) or p.is_absolute() else (base / p)
 
     log_target = settings.decision_log
     if isinstance(log_target, Path):
@@ -305,6 +427,8 @@ def _resolve_paths(settings: RouteIQSettings, base: Path) -> RouteIQSettings:
         update={
             "router": fix(settings.router) or settings.router,
             "decision_log": log_target,
+            "policies": settings.policies.resolved(base) if settings.policies else None,
             "groups": groups,
+            "signing": settings.signing.relative_to(base),
         }
     )

@@ -1,7 +1,9 @@
 """Quality models: each routing method is a small class behind :class:`QualityModel`.
 
 Build one by registry name with :func:`make_quality_model`; rebuild a saved one with
-``quality_model_class(name).from_state(params, scalars, arrays)``.
+``quality_model_class(name).from_state(params, scalars, arrays)``. Third-party quality models
+registered under the ``routeiq.quality_models`` entry-point group are found by the same
+functions (:mod:`routeiq.extensions`); a built-in name always means the built-in.
 
 =============  ==============================================================================
 name           method
@@ -36,9 +38,11 @@ Conventions shared by all of them:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from routeiq.extensions import QUALITY_MODEL_GROUP, Registry
 from routeiq.strategies.base import QualityModel
 from routeiq.strategies.baselines import ConstantQuality, RandomQuality
 from routeiq.strategies.cluster import ClusterQuality
@@ -65,22 +69,29 @@ _CLASSES: tuple[type[QualityModel], ...] = (
     EnsembleQuality,
 )
 
+# The built-ins, fixed at import; extensions are read from entry points at lookup.
 QUALITY_MODELS: MappingProxyType[str, type[QualityModel]] = MappingProxyType(
     {cls.name: cls for cls in _CLASSES}
+)
+QUALITY_MODEL_REGISTRY: Registry[QualityModel] = Registry(
+    "quality model", QUALITY_MODEL_GROUP, QualityModel, QUALITY_MODELS
 )
 
 
 def quality_model_names() -> list[str]:
+    """The built-in names (what ``routeiq eval --routers all`` compares)."""
     return list(QUALITY_MODELS)
 
 
+def quality_models() -> Mapping[str, type[QualityModel]]:
+    """Built-ins plus installed extensions, by name (read-only; loads the extensions)."""
+    return QUALITY_MODEL_REGISTRY.mapping()
+
+
 def quality_model_class(name: str) -> type[QualityModel]:
-    """The class registered under ``name``; ``ValueError`` listing the known names otherwise."""
-    try:
-        return QUALITY_MODELS[name]
-    except (KeyError, TypeError):
-        known = ", ".join(QUALITY_MODELS)
-        raise ValueError(f"unknown quality model {name!r}; known: {known}") from None
+    """The class registered under ``name`` (built-in, else an installed extension);
+    ``ValueError`` listing the known names otherwise."""
+    return QUALITY_MODEL_REGISTRY.get(name)
 
 
 def make_quality_model(name: str, **params: Any) -> QualityModel:
@@ -97,6 +108,7 @@ def make_quality_model(name: str, **params: Any) -> QualityModel:
 
 __all__ = [
     "QUALITY_MODELS",
+    "QUALITY_MODEL_REGISTRY",
     "ClusterQuality",
     "ConstantQuality",
     "EloQuality",
@@ -113,4 +125,5 @@ __all__ = [
     "make_quality_model",
     "quality_model_class",
     "quality_model_names",
+    "quality_models",
 ]

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from routeiq.strategies._util import Model, check_XY, column_means, l2_normalize
 from routeiq.strategies.selection import kfold, score
@@ -58,6 +57,8 @@ class ClusterQuality(Model):
 
     def _kmeans(self, Xn: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(int(k), len(Xn)))
+        from sklearn.cluster import KMeans  # training only: serving stays numpy (start-up time)
+
         km = KMeans(n_clusters=k, n_init=int(self.n_init), random_state=self.seed).fit(Xn)
         return km.cluster_centers_.astype(np.float64), km.labels_.astype(np.int64)
 

@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any, Self
 
 import numpy as np
-from scipy.optimize import nnls
 
 from routeiq.strategies._util import Model, check_XY
 from routeiq.strategies.base import QualityModel
@@ -88,6 +87,8 @@ class EnsembleQuality(Model):
                     seed=self.seed + 1,
                 )
                 columns.append(P[mask])
+            from scipy.optimize import nnls  # training only: serving stays numpy (start-up time)
+
             weights, _ = nnls(np.stack(columns, axis=1), Y[mask])
             total = weights.sum()
             weights = weights / total if total > 0 else np.full(len(members), 1 / len(members))

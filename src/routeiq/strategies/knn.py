@@ -121,7 +121,7 @@ class KNNQuality(Model):
         Xn = l2_normalize(X).astype(np.float32)
         self._select(Xn, Y, mask)
         self._set_shape(X, Y)
-        self.X_ = Xn
+        self.X_ = Xn.astype(np.float16)  # half the artifact; served from the same values
         self.Y_ = Y.astype(np.float32)  # NaN = unobserved
         self.mean_ = column_means(Y, mask)
         self._after_load()
@@ -131,6 +131,7 @@ class KNNQuality(Model):
         return {**self.get_params(), "k": self.k_, "prior": self.prior_}
 
     def _after_load(self) -> None:
+        self._X = np.asarray(self.X_, dtype=np.float32)
         mask = ~np.isnan(self.Y_)
         self._mask = mask.astype(np.float32)
         self._Y0 = np.where(mask, self.Y_, 0.0).astype(np.float32)
@@ -139,7 +140,7 @@ class KNNQuality(Model):
         X = l2_normalize(self._check_predict(X)).astype(np.float32)
         out = np.empty((len(X), self.n_models_))
         for start in range(0, len(X), _CHUNK):
-            idx, sims = _neighbours(X[start : start + _CHUNK], self.X_, self.k_, ordered=False)
+            idx, sims = _neighbours(X[start : start + _CHUNK], self._X, self.k_, ordered=False)
             out[start : start + _CHUNK] = _aggregate(
                 idx, sims, self._Y0, self._mask, self.mean_, self.prior_, self.weights
             )

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
-from scipy.optimize import minimize
-from sklearn.svm import LinearSVC
 
 from routeiq.strategies._util import (
     Model,
@@ -62,6 +60,8 @@ def _fit_soft_logistic(
         return float(value), grad
 
     theta0 = np.concatenate([np.zeros(d * m), logit(means)])
+    from scipy.optimize import minimize  # training only: serving stays numpy (start-up time)
+
     res = minimize(
         loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-6}
     )
@@ -163,6 +163,8 @@ class SVMQuality(Model):
         labels = np.r_[np.ones(len(y)), np.zeros(len(y))]
         weights = np.r_[pos, neg]
         keep = weights > 0
+        from sklearn.svm import LinearSVC  # training only: serving stays numpy (start-up time)
+
         svc = LinearSVC(C=C, dual="auto", random_state=seed, max_iter=2000)
         svc.fit(XX[keep], labels[keep], sample_weight=weights[keep])
         return svc.coef_[0].copy(), float(svc.intercept_[0])

@@ -18,9 +18,21 @@ Metrics (prefix ``routeiq_``):
 * ``scoring_duration_seconds{model_group}``: featurize + score alone, timed in the thread.
 * ``fallbacks_total{model_group, reason}``.
 * ``outcomes_total{model_group, deployment, status}``: call results from LiteLLM callbacks.
+* ``policy_decisions_total{effect}``: Cedar policy answers (:mod:`routeiq.security.policy`):
+  ``allow``, ``deny`` (a request refused), ``filter`` (a candidate deployment removed),
+  ``error`` (an evaluation skipped a failing policy).
 * ``decision_log_dropped_total{sink}``: decision records lost because the decision log's sink
   could not take them (``sink="queue"``: the writer's queue was full; ``sink="redis"``: Redis
   unreachable and the in-memory buffer full).
+* ``shed_total{reason}``: requests refused at once with 503 by load shedding or the drain
+  (``reason``: ``worker``, ``team``, ``key``, ``draining``; see :mod:`routeiq.resilience`).
+* ``in_flight_requests``: requests admitted by the shedding limiter and not yet finished
+  (streams until their last chunk), summed over workers (``livesum``).
+* ``router_reloads_total{result}``: hot reloads of a router artifact (``swapped``: a new
+  version now serves; ``refused``: it failed verification or validation, the old one serves).
+* ``breaker_state{deployment}``: circuit breaker state per deployment (0 closed, 1 half-open,
+  2 open; the highest over workers), ``breaker_transitions_total{deployment, state}``: state
+  changes by the state entered (:mod:`routeiq.resilience.breakers`).
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ class RouteIQMetrics:
     """
 
     def __init__(self, registry: Any = None, namespace: str = "routeiq") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.decisions = Counter(
@@ -110,10 +122,54 @@ class RouteIQMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.policy_decisions = Counter(
+            "policy_decisions",
+            "Cedar policy answers: allow, deny (request), filter (candidate), error",
+            ["effect"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         self.online_store_errors = Counter(
             "online_store_errors",
             "Failed rounds with the shared online store (Redis); learning continued locally",
             [],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.router_reloads = Counter(
+            "router_reloads",
+            "Hot reloads of router artifacts, by result (swapped, refused)",
+            ["result"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "shed",
+            "Requests refused at once (503) by load shedding or the drain, by reason",
+            ["reason"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "in_flight_requests",
+            "Requests admitted by RouteIQ's shedding limiter and not yet finished",
+            [],
+            namespace=namespace,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.breaker_state = Gauge(
+            "breaker_state",
+            "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open",
+            ["deployment"],
+            namespace=namespace,
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.breaker_transitions = Counter(
+            "breaker_transitions",
+            "Circuit breaker state changes, by deployment and the state entered",
+            ["deployment", "state"],
             namespace=namespace,
             registry=self.registry,
         )
@@ -132,6 +188,16 @@ class RouteIQMetrics:
 
     def observe_outcome(self, model_group: str, deployment: str, status: str) -> None:
         self.outcomes.labels(model_group, deployment, status).inc()
+
+    def observe_policy(self, effect: str) -> None:
+        self.policy_decisions.labels(effect).inc()
+
+    def observe_breaker_state(self, deployment: str, value: int) -> None:
+        self.breaker_state.labels(deployment).set(value)
+
+    def observe_breaker_transition(self, deployment: str, state: str, value: int) -> None:
+        self.breaker_transitions.labels(deployment, state).inc()
+        self.breaker_state.labels(deployment).set(value)
 
 
 def _reason_label(reason: str) -> str:

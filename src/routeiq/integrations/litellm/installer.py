@@ -24,13 +24,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from routeiq.default_router import is_default_router
 from routeiq.integrations.litellm import deployments as deps
 from routeiq.integrations.litellm.callbacks import RouteIQCallback
 from routeiq.integrations.litellm.strategy import RouteIQRoutingStrategy
 from routeiq.router import LearnedRouter
+from routeiq.security.ssrf_litellm import deployment_url_problems
 from routeiq.serving.decision_log import DecisionLog
 from routeiq.serving.engine import DecisionEngine
 from routeiq.serving.registry import RouterRegistry, load_routers
+from routeiq.serving.reload import watch_routers
 from routeiq.serving.settings import RouteIQConfigError, RouteIQSettings
 from routeiq.telemetry.metrics import RouteIQMetrics
 
@@ -69,9 +72,11 @@ def validate(
             continue
         learned = registry.get(group.router)
         if learned is None:
+            why = "router: none" if group.router is None else f"none loaded from {group.router}"
             problems.append(
-                f"model group {name!r} is in mode 'route' but has no router artifact: set "
-                "routeiq_settings.router (or groups.<group>.router), or mode: cheapest/shuffle"
+                f"model group {name!r} is in mode 'route' but has no router artifact ({why}): "
+                "set routeiq_settings.router (or groups.<group>.router) to an artifact directory "
+                "or 'default' (the packaged router), or mode: cheapest/shuffle"
             )
             continue
         if group.router_digest and learned.digest != group.router_digest:
@@ -91,7 +96,12 @@ def validate(
                 )
             mapped.append(deps.router_model(dep, known, settings.aliases))
         router_aliases = getattr(learned, "aliases", {}) or {}
-        if not any(m in known or router_aliases.get(m) in known for m in mapped):
+        # The packaged default knows price tiers, not names: a priced deployment maps onto the
+        # tier nearest its price (routeiq.decision.unknown), so the group is routed.
+        by_price = is_default_router(group.router) and any(
+            deps.deployment_price(dep) is not None for dep in group_deps
+        )
+        if not by_price and not any(m in known or router_aliases.get(m) in known for m in mapped):
             if settings.strict:
                 problems.append(
                     f"model group {name!r}: none of its deployments maps to a model the router "
@@ -114,6 +124,9 @@ def validate(
                 f"routeiq_settings.aliases point to models no router knows: {bad} "
                 f"(known: {sorted(all_known)})"
             )
+    if settings.ssrf.enabled:  # every deployment, whatever its group's mode
+        every = [dep for group_deps in by_group.values() for dep in group_deps]
+        problems += deployment_url_problems(every, settings.ssrf)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise RouteIQConfigError(f"RouteIQ settings do not fit the model list:\n{listed}")
@@ -138,6 +151,7 @@ def build_engine(
     **engine_kwargs: Any,
 ) -> DecisionEngine:
     """Validate the settings against ``model_list`` and build the engine (and its log)."""
+    model_list = list(model_list)  # validated again at each hot reload
     unrouted = validate(settings, model_list, registry)
     if decision_log is None and settings.decision_log is not None:
         decision_log = DecisionLog(
@@ -147,7 +161,12 @@ def build_engine(
             max_queued=settings.max_queued_records,
             metrics=metrics,
         )
-    return DecisionEngine(
+    engine_class = DecisionEngine
+    if settings.service is not None:  # decisions by the routing service, this one on failure
+        from routeiq.integrations.litellm.remote import RemoteEngine
+
+        engine_class = RemoteEngine
+    engine = engine_class(
         settings,
         registry,
         decision_log=decision_log,
@@ -156,6 +175,11 @@ def build_engine(
         unrouted=unrouted,
         **engine_kwargs,
     )
+    if settings.hot_reload.enabled:  # new artifact versions: verified in a thread, swapped in
+        watch_routers(
+            engine, lambda candidate: validate(settings, model_list, candidate, warn=False)
+        )
+    return engine
 
 
 def install(

@@ -23,7 +23,10 @@ are imported), and ``async_pre_call_hook`` re-checks on each request, re-install
 router was replaced (config reload) or the strategy removed (``update_settings``).
 
 At SIGTERM every worker writes its pending decision records at once and logs the rest
-write-through (:func:`flush_at_shutdown`), so a rolling restart loses no record.
+write-through (:func:`flush_at_shutdown`), so a rolling restart loses no record. With
+``drain`` (on by default) it first drains: readiness (``GET /routeiq/ready``) fails, new
+requests get 503, in-flight ones finish; ``shedding`` limits requests in flight. See
+:mod:`routeiq.integrations.litellm.lifecycle` and ``docs/resilience.md``.
 
 Metrics go to ``prometheus_client.REGISTRY``, the registry LiteLLM's ``/metrics`` endpoint
 serves (with ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's values are aggregated).
@@ -58,6 +61,9 @@ from routeiq.integrations.litellm.strategy import (
     RouteIQRoutingStrategy,
     request_metadata,
 )
+from routeiq.security.policy import PolicyEngine
+from routeiq.security.policy_proxy import deny_by_policy
+from routeiq.security.ssrf_litellm import refuse_client_urls
 from routeiq.serving.decision_log import DecisionLog
 from routeiq.serving.engine import DecisionEngine
 from routeiq.serving.feedback import Identity
@@ -111,6 +117,7 @@ class RouteIQProxyCallback(RouteIQCallback):
         self.strategy: RouteIQRoutingStrategy | None = None
         self.install_error: str | None = None
         self._install_task: asyncio.Task | None = None
+        self.lifecycle: Any = None  # load shedding + SIGTERM drain (lifecycle.py)
 
     @classmethod
     def from_proxy_config(cls, path: Path | None = None) -> RouteIQProxyCallback:
@@ -131,6 +138,10 @@ class RouteIQProxyCallback(RouteIQCallback):
         from routeiq.integrations.litellm.feedback_endpoint import register_feedback_endpoint
 
         register_feedback_endpoint(callback)  # POST /routeiq/feedback on this worker's proxy app
+        from routeiq.integrations.litellm.lifecycle import attach_lifecycle
+
+        # After flush_at_shutdown: its SIGTERM handler runs once the drain hands the signal on.
+        callback.lifecycle = attach_lifecycle(engine)  # GET /routeiq/ready, shedding, drain
         return callback
 
     def start(self) -> None:
@@ -192,6 +203,8 @@ class RouteIQProxyCallback(RouteIQCallback):
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any
     ) -> dict | None:
+        if self.lifecycle is not None:  # first: a shed request costs nothing more
+            self.lifecycle.admit(user_api_key_dict)
         self.ensure_installed()
         if self.install_error is not None:
             from fastapi import HTTPException
@@ -200,6 +213,11 @@ class RouteIQProxyCallback(RouteIQCallback):
         # The verified caller (LiteLLM's auth: virtual key, custom_auth or master key), for
         # feedback authorization; overwrites anything a client put under this key.
         request_metadata(data)[IDENTITY_KEY] = identity_entry(user_api_key_dict, self.owner)
+        # Cedar policies on that identity: a denied request is a 403 before any routing.
+        deny_by_policy(self.engine, identity_from_auth(user_api_key_dict), data, call_type)
+        # A client-sent api_base/base_url: 403 unless ssrf.allow_client_base_url, then checked.
+        if self.engine is not None:
+            await refuse_client_urls(data, self.engine.settings.ssrf)
         return data
 
 
@@ -213,6 +231,8 @@ def identity_from_auth(auth: Any) -> Identity:
         user_id=getattr(auth, "user_id", None),
         role=getattr(role, "value", role),
         team_admin=getattr(member, "role", None) == "admin",
+        key_alias=getattr(auth, "key_alias", None),
+        org_id=getattr(auth, "org_id", None),
     )
 
 
@@ -276,6 +296,8 @@ def check(config_path: str) -> int:
         settings = settings_from_proxy_config(config, path)
         registry = RouterRegistry(load_routers(settings))
         unrouted = validate(settings, config.get("model_list") or [], registry)
+        if settings.policies is not None:  # parse and validate the Cedar files (with lines)
+            PolicyEngine.from_settings(settings.policies)
     except RouteIQConfigError as exc:
         print(f"RouteIQ config error: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ from routeiq.data.prices import estimate_request_tokens
 from routeiq.integrations.litellm.deployments import DeploymentTable
 from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
 from routeiq.serving.feedback import Identity
+from routeiq.serving.guards import GuardRefusal
 from routeiq.serving.overrides import OVERRIDE_KEY, OverrideError
 from routeiq.serving.settings import ResolvedGroup
 
@@ -68,7 +69,22 @@ def verified_identity(metadata: Mapping[str, Any] | None, owner: str) -> Identit
         user_id=entry.get("user_id"),
         role=entry.get("role"),
         team_admin=entry.get("team_admin") is True,
+        key_alias=entry.get("key_alias"),
+        org_id=entry.get("org_id"),
     )
+
+
+def refusal_error(exc: GuardRefusal, model: str) -> Exception:
+    """A guard's refusal as the LiteLLM exception of its status, which the proxy answers with
+    (403: ``PermissionDeniedError``; 429: ``RateLimitError``; else ``ServiceUnavailableError``)."""
+    import httpx
+
+    status = exc.status_code
+    response = httpx.Response(status, request=httpx.Request("POST", "http://routeiq.invalid"))
+    kind = {403: litellm.PermissionDeniedError, 429: litellm.RateLimitError}.get(status)
+    if kind is None:
+        return litellm.ServiceUnavailableError(message=str(exc), model=model, llm_provider="")
+    return kind(message=str(exc), model=model, llm_provider="routeiq", response=response)
 
 
 def own_decisions(metadata: Mapping[str, Any] | None, owner: str) -> list[dict[str, Any]]:
@@ -157,6 +173,8 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             raise litellm.BadRequestError(
                 message=str(exc), model=model, llm_provider="routeiq"
             ) from None
+        except GuardRefusal as exc:
+            raise refusal_error(exc, model) from None
         summary = {
             "id": decision.id,
             "model": decision.model,

@@ -1,0 +1,1 @@
+"""Security: request policies (Cedar), outbound URL checks and signing."""
