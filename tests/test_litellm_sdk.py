@@ -587,3 +587,16 @@ async def test_sdk_feedback_teaches_the_online_router(demo_artifact: Path, tmp_p
         and r.outcomes[r.decision.chosen].quality == 0.0
     ]
     assert rated, "the ratings are joined with their decisions in the log"
+
+
+async def test_turn_off_message_logging_keeps_prompts_out_of_the_log(setup: Any) -> None:
+    router, strategy, exporter, _, _ = setup
+    marker = "walrus-5521-private"
+    messages = [{"role": "user", "content": f"{CODE} {marker}"}]
+    await router.acompletion(model="chat", messages=messages, turn_off_message_logging=True)
+    await router.acompletion(model="chat", messages=[{"role": "user", "content": CHAT}])
+    records = await settle(strategy, 2)
+    assert len(records) == 2
+    assert marker not in json.dumps(records) and "prompt" not in records[0]
+    assert records[1]["prompt"] == CHAT  # other requests keep the default (text)
+    assert marker not in json.dumps([dict(s.attributes or {}) for s in decision_spans(exporter)])

@@ -438,3 +438,46 @@ def test_serve_refuses_to_start_without_a_token_and_writes_openapi(tmp_path, art
     result = CliRunner().invoke(app, ["serve", "--write-openapi", str(out)])
     assert result.exit_code == 0
     assert json.loads(out.read_text()) == openapi_document()
+
+
+async def test_a_new_artifact_version_is_swapped_in_under_load(service, artifact, tmp_path):
+    import asyncio
+    import shutil
+
+    from routeiq.integrations.litellm.demo import build_demo_router
+
+    live = tmp_path / "router"
+    shutil.copytree(artifact, live)
+    client, engine = service(
+        {"router": str(live), "hot_reload": {"enabled": True, "interval_s": 0.05}}
+    )
+    old = engine.registry.get(live).digest
+    statuses: list[int] = []
+    digests: list[str] = []
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            reply = await client.post("/v1/route", json=body(), headers=AUTH)
+            statuses.append(reply.status_code)
+            if reply.status_code == 200:
+                digests.append(reply.json()["router"])
+            await asyncio.sleep(0.005)
+
+    async with client:
+        tasks = [asyncio.create_task(loop()) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        # A new version, published by the atomic directory swap every artifact write uses.
+        new = await asyncio.to_thread(build_demo_router, live, 5.0)
+        assert new != old
+        for _ in range(200):  # the watcher polls every 50 ms
+            if digests and digests[-1] == new:
+                break
+            await asyncio.sleep(0.025)
+        await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert set(statuses) == {200}, statuses
+    assert digests[0] == old and digests[-1] == new
+    swapped = digests.index(new)
+    assert set(digests[swapped:]) == {new}  # no request went back to the old version

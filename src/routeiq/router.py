@@ -24,7 +24,7 @@ from routeiq.decision.rules import decide
 from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
 from routeiq.estimator import Estimator
 from routeiq.features import FEATURIZER_REGISTRY
-from routeiq.features.base import Featurizer
+from routeiq.features.base import Featurizer, featurizer_digest
 from routeiq.online.router import OnlineContext, OnlineRouter
 from routeiq.strategies import QUALITY_MODEL_REGISTRY
 from routeiq.strategies.base import QualityModel
@@ -93,10 +93,14 @@ class LearnedRouter:
         if len(data) < 2:
             raise DataError(f"need at least 2 labelled prompts to train, got {len(data)}")
         texts = data.prompts
-        if fit_featurizer:
-            self.featurizer.fit(texts)
-        X = self.featurizer.transform(texts)
-        tokens = np.array([estimate_tokens(t) for t in texts], dtype=np.float64)
+        if data.features is not None:
+            X, tokens = self._logged(data, fit_featurizer)
+        else:
+            if fit_featurizer:
+                self.featurizer.fit(texts)
+                self.__dict__.pop("_featurizer_digest", None)
+            X = self.featurizer.transform(texts)
+            tokens = np.array([estimate_tokens(t) for t in texts], dtype=np.float64)
         self.cost_model.fit(tokens, data.cost)
         self.quality_model.fit(X, data.quality, data.cost)
         self.models_ = list(data.models)
@@ -107,6 +111,41 @@ class LearnedRouter:
             cal = self.calibrate(self.target)
             self.lam, self.target_met_ = cal.lam, cal.met
         return self
+
+    def _logged(self, data: RoutingDataset, fit_featurizer: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Features and tokens of a dataset of logged feature vectors (text rows featurized)."""
+        if fit_featurizer or data.featurizer != self.featurizer_digest:
+            raise DataError(
+                f"the data holds feature vectors logged by featurizer {data.featurizer!s:.12}; "
+                "train with that featurizer, fitted (routeiq train --featurizer-from the "
+                "router artifact that logged them)"
+            )
+        assert data.features is not None and data.tokens is not None
+        X = data.features.copy()
+        text_rows = np.flatnonzero(np.isnan(X).any(axis=1))
+        if text_rows.size:
+            X[text_rows] = self.featurizer.transform([data.prompts[i] for i in text_rows])
+        tokens = data.tokens.copy()
+        for i in np.flatnonzero(np.isnan(tokens)):
+            tokens[i] = estimate_tokens(data.prompts[i])
+        return X, tokens
+
+    @property
+    def featurizer_digest(self) -> str:
+        """Digest of the (fitted) featurizer, computed once: tags logged feature vectors."""
+        digest = self.__dict__.get("_featurizer_digest")
+        if digest is None:
+            digest = self.__dict__["_featurizer_digest"] = featurizer_digest(self.featurizer)
+        return str(digest)
+
+    def log_features(self, text: str) -> dict[str, Any]:
+        """The ``features`` field of a decision record for ``text`` (the featurized tail)."""
+        x = self.featurizer.transform([text])[0]
+        return {
+            "featurizer": self.featurizer_digest,
+            "values": [round(float(v), 6) for v in x],
+            "tokens": estimate_tokens(text),
+        }
 
     def _out_of_fold(
         self, X: np.ndarray, tokens: np.ndarray, data: RoutingDataset

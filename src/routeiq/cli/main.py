@@ -63,20 +63,33 @@ def train(
             "--split", help="Train on this split only (default: 'train' when the data has splits)."
         ),
     ] = None,
+    featurizer_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--featurizer-from",
+            help="Reuse this artifact's fitted featurizer (needed for a decision log written "
+            "with log_prompt: features).",
+        ),
+    ] = None,
 ) -> None:
     """Train a router and write it as a verified artifact directory."""
     from routeiq.evaluation.runner import build_router
+    from routeiq.router import LearnedRouter
 
     with user_errors():
         if lam is not None and target is not None:
             raise ValueError("give --lambda or --target, not both")
         # Build (and so validate) the router before reading any data.
-        learned = build_router(featurizer, router, lam=lam or 0.0, target=target)
+        feat: Any = featurizer
+        if featurizer_from is not None:
+            feat = LearnedRouter.load(featurizer_from).featurizer
+            featurizer = f"{feat.name} from {featurizer_from}"
+        learned = build_router(feat, router, lam=lam or 0.0, target=target)
         dataset = _load(data, prices)
         if split or dataset.splits:
             dataset = dataset.split(split or "train")
         with console.status(f"training {router} on {len(dataset)} prompts"):
-            learned.fit(dataset)
+            learned.fit(dataset, fit_featurizer=featurizer_from is None)
             digest = learned.save(out)
     console.print(
         f"wrote [bold]{out}[/] ({router} on {featurizer}, {len(dataset)} prompts, "

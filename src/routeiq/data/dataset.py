@@ -49,9 +49,23 @@ class RoutingDataset:
     ids: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
+    # Logged feature vectors instead of text (``log_prompt: features``): one row per prompt,
+    # NaN rows where the text is known instead; made by the featurizer with this digest.
+    features: np.ndarray | None = None
+    featurizer: str | None = None
+    tokens: np.ndarray | None = None  # estimated input tokens per feature row (NaN: unknown)
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
+        if self.features is not None:
+            feats = np.asarray(self.features, dtype=np.float32)
+            if feats.ndim != 2 or feats.shape[0] != n or not self.featurizer:
+                raise DataError(f"features must be ({n}, d) with the featurizer's digest")
+            tokens = np.full(n, np.nan) if self.tokens is None else np.asarray(self.tokens, float)
+            if tokens.shape != (n,):
+                raise DataError(f"tokens has shape {tokens.shape}, expected ({n},)")
+            object.__setattr__(self, "features", feats)
+            object.__setattr__(self, "tokens", tokens)
         if not self.ids:
             object.__setattr__(self, "ids", [str(i) for i in range(n)])
         for name in ("quality", "cost"):
@@ -86,6 +100,9 @@ class RoutingDataset:
             ids=pick(self.ids),
             tasks=pick(self.tasks),
             splits=pick(self.splits),
+            features=None if self.features is None else self.features[idx],
+            featurizer=self.featurizer,
+            tokens=None if self.tokens is None else self.tokens[idx],
         )
 
     def split(self, name: str) -> RoutingDataset:
@@ -135,6 +152,8 @@ class RoutingDataset:
     def joined(self, test: RoutingDataset) -> RoutingDataset:
         """This dataset as the train split and ``test`` as the test split, in one dataset
         (``test``'s columns reordered to these models; both must have the same models)."""
+        if self.features is not None or test.features is not None:
+            raise DataError("logged feature vectors cannot be joined with another file")
         if set(test.models) != set(self.models):
             missing = sorted(set(self.models) ^ set(test.models))
             raise DataError(f"train and test data must have the same models; differ in {missing}")

@@ -92,9 +92,19 @@ class RecordDecision(_Strict):
     greedy: str | None = None  # candidate the greedy rule would have picked (exploration)
 
 
+class RecordFeatures(_Strict):
+    """The routing text's feature vector, logged instead of the text (``log_prompt:
+    features``): ``featurizer`` is the digest of the featurizer that made it."""
+
+    featurizer: Annotated[str, Field(min_length=1)]
+    values: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(min_length=1)
+    tokens: Annotated[int, Field(ge=0)] | None = None  # estimated input tokens (cost model)
+
+
 class RouteRecord(_Strict):
     id: Annotated[str, Field(min_length=1)]
     prompt: Prompt | None = None
+    features: RecordFeatures | None = None
     task: str | None = None
     split: str | None = None
     outcomes: dict[str, Outcome] = Field(default_factory=dict)
@@ -155,11 +165,13 @@ def read_records(path: str | Path) -> list[RouteRecord]:
 def records_to_dataset(records: Iterable[RouteRecord]) -> RoutingDataset:
     """Build a dataset; models are the union of outcome models (NaN where not observed).
 
-    Records without a prompt (feedback whose request line is missing) are skipped with a
-    warning. Records without any quality stay: ``RoutingDataset.labelled()`` drops them.
+    Records without a prompt or logged features (feedback whose request line is missing) are
+    skipped with a warning. Records without any quality stay: ``RoutingDataset.labelled()``
+    drops them. Logged features (all from one featurizer) become ``features``; such a row's
+    prompt is a placeholder naming its id.
     """
     merged = merge_records(records)
-    rows = [r for r in merged if r.prompt is not None]
+    rows = [r for r in merged if r.prompt is not None or r.features is not None]
     if len(rows) < len(merged):
         log.warning("skipped %d records without a prompt", len(merged) - len(rows))
     models = list(dict.fromkeys(m for r in rows for m in r.outcomes))
@@ -175,14 +187,39 @@ def records_to_dataset(records: Iterable[RouteRecord]) -> RoutingDataset:
     tasks = [r.task or "" for r in rows] if any(r.task for r in rows) else []
     splits = [r.split or "" for r in rows] if any(r.split for r in rows) else []
     return RoutingDataset(
-        prompts=[prompt_text(r.prompt) for r in rows if r.prompt is not None],
+        prompts=[
+            prompt_text(r.prompt) if r.prompt is not None else f"<features of {r.id}>"
+            for r in rows
+        ],
         models=models,
         quality=quality,
         cost=cost,
         ids=[r.id for r in rows],
         tasks=tasks,
         splits=splits,
+        **_logged_features(rows),
     )
+
+
+def _logged_features(rows: list[RouteRecord]) -> dict[str, Any]:
+    logged = [r.features for r in rows if r.features is not None]
+    if not logged:
+        return {}
+    digests = {f.featurizer for f in logged}
+    widths = {len(f.values) for f in logged}
+    if len(digests) > 1 or len(widths) > 1:
+        raise DataError(
+            f"logged features come from {len(digests)} featurizers ({len(widths)} widths): "
+            "train on the records of one router's featurizer at a time"
+        )
+    X = np.full((len(rows), widths.pop()), np.nan, dtype=np.float32)
+    tokens = np.full(len(rows), np.nan)
+    for i, r in enumerate(rows):
+        if r.features is not None:
+            X[i] = r.features.values
+            if r.features.tokens is not None:
+                tokens[i] = r.features.tokens
+    return {"features": X, "featurizer": digests.pop(), "tokens": tokens}
 
 
 def load_records(path: str | Path) -> RoutingDataset:

@@ -41,6 +41,11 @@ def build_router(
 
 def train_test(dataset: RoutingDataset) -> tuple[RoutingDataset, RoutingDataset]:
     """The train split and the fully labelled test rows whose prompt is not in train."""
+    if dataset.features is not None:
+        raise DataError(
+            "the data holds logged feature vectors (log_prompt: features), not prompts: "
+            "routeiq eval featurizes text; train on them with routeiq train --featurizer-from"
+        )
     train = dataset.split("train").labelled()
     test = dataset.split("test").without_prompts_in(train)
     unpriced = [m for j, m in enumerate(dataset.models) if np.isnan(test.cost[:, j]).all()]

@@ -34,3 +34,20 @@ class Featurizer(Estimator):
 
     def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
         return self.fit(texts).transform(texts)
+
+
+def featurizer_digest(featurizer: Featurizer) -> str:
+    """SHA-256 of a fitted featurizer (name, parameters, learned state): tags logged feature
+    vectors, so training on them can check it uses the featurizer that made them."""
+    import hashlib
+    import json
+
+    scalars, arrays = featurizer.get_state()
+    h = hashlib.sha256()
+    head = [featurizer.name, featurizer.get_params(), scalars]
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for key in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()

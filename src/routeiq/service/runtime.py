@@ -21,6 +21,7 @@ from routeiq.service.wire import Excluded
 from routeiq.serving.engine import DecisionEngine
 from routeiq.serving.guards import build_guards
 from routeiq.serving.registry import RouterRegistry, load_routers
+from routeiq.serving.reload import watch_routers
 from routeiq.serving.settings import SETTINGS_KEY, RouteIQConfigError, RouteIQSettings
 from routeiq.serving.settings import parse_settings as _parse
 from routeiq.telemetry.metrics import RouteIQMetrics
@@ -80,9 +81,15 @@ def build_service_engine(
     settings = settings.model_copy(update={"decision_log": None, "service": None})
     registry = RouterRegistry(load_routers(settings))
     guards = [*build_guards(settings, metrics), Excluded()]
-    return DecisionEngine(
+    engine = DecisionEngine(
         settings, registry, metrics=metrics, tracer_provider=tracer_provider, guards=guards
     )
+    if settings.hot_reload.enabled:
+        # Every replica polls the artifact path: a version published there (verified and, with
+        # signing, signature-checked) reaches all of them. No model list here: the gateway's
+        # own start-up checks are its own.
+        watch_routers(engine)
+    return engine
 
 
 def metrics_text() -> bytes:

@@ -175,8 +175,15 @@ class DecisionLog:
 
     # -- the request path --------------------------------------------------------------------
 
-    def add_decision(self, record: dict[str, Any]) -> None:
-        """Keep a decision record (``id``, ``prompt``, ``decision``) until its outcome arrives."""
+    def add_decision(
+        self, record: dict[str, Any], *, features: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        """Keep a decision record (``id``, ``prompt``, ``decision``) until its outcome arrives.
+
+        ``features`` makes the record's ``features`` field when it is written (in the writer
+        thread: featurizing stays off the request path, and only the vector is stored)."""
+        if features is not None:
+            record[_FEATURES] = features
         if self._draining:  # shutting down: nothing may wait in memory
             self._write([record])
             return
@@ -337,6 +344,7 @@ class DecisionLog:
     def _write(self, records: list[dict[str, Any]]) -> None:
         lines = []
         for rec in records:
+            rec = _with_features(rec)
             # Records are built by Decision.to_record and outcome_fields, in the record format
             # (tests read every kind back with RouteRecord); plain json is ~10x cheaper than a
             # pydantic round trip per record. NaN/inf cannot occur: both builders drop them.
@@ -353,6 +361,21 @@ class DecisionLog:
             if self._on_drop is not None:
                 self._on_drop.inc(len(lines))
             log.exception("RouteIQ: decision log sink failed; dropped %d records", len(lines))
+
+
+_FEATURES = "__features"  # a record's pending features maker (never written)
+
+
+def _with_features(rec: dict[str, Any]) -> dict[str, Any]:
+    make = rec.get(_FEATURES)
+    if make is None:
+        return rec
+    rec = {k: v for k, v in rec.items() if k != _FEATURES}
+    try:
+        rec["features"] = make()
+    except Exception:  # the record is still written, without its features
+        log.exception("RouteIQ: could not featurize decision %s for the log", rec.get("id"))
+    return rec
 
 
 def _without_none(value: Any) -> Any:

@@ -93,6 +93,8 @@ class RouteRequest:
     tags: tuple[str, ...] = ()  # the request's tags (LiteLLM ``metadata.tags``)
     stream: bool | None = None
     input_tokens: int | None = None  # estimated, of the whole request
+    redact: bool = False  # the caller asked that no message text be logged (LiteLLM's
+    # turn_off_message_logging): the decision log keeps at most the features
 
 
 class _Expired(Exception):
@@ -215,8 +217,8 @@ class DecisionEngine:
             self.metrics.observe_decision(decision, seconds)
         self.learning.remember(decision, request.identity, online)
         if self.decision_log is not None:
-            prompt = text if self.settings.log_prompt == "text" else None
-            self.decision_log.add_decision(decision.to_record(prompt))
+            prompt, features = self._logged_prompt(group, request, text)
+            self.decision_log.add_decision(decision.to_record(prompt), features=features)
         return decision
 
     def record_outcome(
@@ -406,8 +408,29 @@ class DecisionEngine:
             context.update(excluded_fields(decision, why, blocked or {}))
         return context
 
-    def _text_for_log(self, request: RouteRequest) -> str | None:
-        if self.settings.log_prompt != "text":
+    def _logged_prompt(
+        self, group: ResolvedGroup, request: RouteRequest, text: str | None
+    ) -> tuple[str | None, Callable[[], dict[str, Any]] | None]:
+        """What the decision log keeps of the request: the routing text (``log_prompt:
+        text``), its feature vector, made by the writer thread (``features``), or nothing.
+        A request that asked for no message logging never has its text logged."""
+        mode = self.settings.log_prompt
+        if mode == "none" or (mode == "text" and request.redact):
+            return None, None
+        if text is None:
+            text = self._text_for_log(request, force=True)
+        if text is None:
+            return None, None
+        if mode == "text":
+            return text, None
+        learned = self.registry.get(group.router)
+        if learned is None:
+            return None, None
+        tail = text[-self.settings.featurize_chars :]
+        return None, lambda: learned.log_features(tail)
+
+    def _text_for_log(self, request: RouteRequest, force: bool = False) -> str | None:
+        if self.settings.log_prompt != "text" and not force:
             return None
         try:
             return request_text(request.messages, request.input)

@@ -255,8 +255,11 @@ class RouteIQSettings(_Strict):
         default=None,
         description="JSONL file path, or redis://host:port/db?stream=NAME&maxlen=N (none: off)",
     )
-    log_prompt: Literal["text", "none"] = Field(
-        default="text", description="log the routing text with each decision, or not"
+    log_prompt: Literal["text", "features", "none"] = Field(
+        default="text",
+        description="what the decision log keeps of each request: the routing text, its "
+        "feature vector (routeiq train --featurizer-from trains on it), or nothing; a request "
+        "under LiteLLM's turn_off_message_logging never has its text logged",
     )
     pending_ttl_s: Annotated[float, Field(gt=0)] = Field(
         default=600.0, description="a decision whose outcome never arrives is written after this"

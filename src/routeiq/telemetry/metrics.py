@@ -166,6 +166,14 @@ class RouteIQMetrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.service_fallbacks = Counter(
+            "service_fallbacks",
+            "Decisions the routing service did not make (timeout, connection, error, "
+            "breaker open), decided by on_failure instead",
+            ["reason"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         self.breaker_transitions = Counter(
             "breaker_transitions",
             "Circuit breaker state changes, by deployment and the state entered",

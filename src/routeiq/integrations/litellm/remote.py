@@ -74,7 +74,7 @@ class RemoteEngine(DecisionEngine):
             self.service, read_token(self.service.token_env, self.service.token_file)
         )
         super().__init__(settings, registry, **kwargs)
-        self._fallback_counter = _service_counter(self.metrics)
+        self._fallback_counter = None if self.metrics is None else self.metrics.service_fallbacks
 
     async def decide(self, request: RouteRequest) -> Decision:
         body = self._body(request)
@@ -195,21 +195,3 @@ def _trace_headers(parent: Any) -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
-
-
-def _service_counter(metrics: Any) -> Any:
-    if metrics is None:
-        return None
-    from prometheus_client import Counter
-
-    try:
-        return Counter(
-            "service_fallbacks",
-            "Decisions the routing service did not make (timeout, connection, error, "
-            "breaker open), decided by on_failure instead",
-            ["reason"],
-            namespace="routeiq",
-            registry=metrics.registry,
-        )
-    except ValueError:  # already registered by another engine on the same registry
-        return metrics.registry._names_to_collectors.get("routeiq_service_fallbacks_total")

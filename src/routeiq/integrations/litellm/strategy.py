@@ -51,6 +51,27 @@ def request_metadata(request_kwargs: dict) -> dict:
     return request_kwargs["metadata"]
 
 
+_REDACTION_HEADERS = ("x-litellm-enable-message-redaction", "litellm-enable-message-redaction")
+
+
+def message_logging_off(request_kwargs: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:
+    """Whether LiteLLM's message logging is off for this request: the global
+    ``turn_off_message_logging``, the request's own, or a redaction header. Stricter than
+    LiteLLM: a request can turn it on, never off (the decision log keeps no text then)."""
+    if getattr(litellm, "turn_off_message_logging", False) is True:
+        return True
+    own = request_kwargs.get("turn_off_message_logging")
+    if own is True or (isinstance(own, str) and own.strip().lower() in ("true", "1", "yes")):
+        return True
+    headers = metadata.get("headers")
+    if isinstance(headers, Mapping):
+        lowered = {str(k).lower(): v for k, v in headers.items()}
+        return any(
+            str(lowered.get(h, "")).lower() in ("true", "1", "yes") for h in _REDACTION_HEADERS
+        )
+    return False
+
+
 def _tags(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         return ()
@@ -162,6 +183,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             tags=_tags(metadata.get("tags")),
             stream=request_kwargs.get("stream") is True,
             input_tokens=tokens,
+            redact=message_logging_off(request_kwargs, metadata),
         )
         try:
             decision = await self.engine.decide(request)
