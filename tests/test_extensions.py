@@ -256,3 +256,90 @@ def test_loading_refuses_a_provider_that_no_longer_provides_the_name(ext_artifac
     with pytest.raises(ArtifactError, match="but package 'routeiq-example-ext' provides it"):
         LearnedRouter.load(path)
     assert FEATURIZER_REGISTRY.provider("charhash") == Provider(DIST, DIST_VERSION)
+
+
+# ------------------------------------------------------------------------------ the proxy
+
+
+# The proxy's imports bring the importlib_metadata backport, whose finder joins sys.meta_path
+# on import: import it first, then hide the distribution from every finder.
+HIDE_DIST_CHECK = """
+import runpy, sys
+try:
+    import importlib_metadata  # noqa: F401
+except ImportError:
+    pass
+class Hide:
+    def __init__(self, finder):
+        self.finder = finder
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+    def find_distributions(self, *args, **kwargs):
+        return (d for d in self.finder.find_distributions(*args, **kwargs)
+                if d.metadata["Name"] != "routeiq-example-ext")
+sys.meta_path[:] = [Hide(f) if hasattr(f, "find_distributions") else f for f in sys.meta_path]
+sys.argv[0] = "check"
+runpy.run_module("routeiq.integrations.litellm.proxy", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_real_proxy_routes_with_an_extension_artifact(ext_artifact, tmp_path):
+    pytest.importorskip("litellm.proxy.proxy_server", reason="litellm[proxy] is not installed")
+    import secrets
+
+    import httpx
+    import yaml
+
+    from proxy_helpers import free_port, proxy_env, start_proxy, stop, wait_ready
+    from routeiq.artifacts import artifact_digest
+
+    deployments = [
+        {
+            "model_name": "chat",
+            "litellm_params": {"model": model, "api_key": "fake", "mock_response": ident},
+            "model_info": {"id": ident},
+        }
+        for ident, model in (("strong", "gpt-4o"), ("cheap", "gpt-4o-mini"))
+    ]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": deployments,
+                "litellm_settings": {
+                    "callbacks": ["routeiq.integrations.litellm.proxy.routeiq_callback"]
+                },
+                "routeiq_settings": {"router": str(ext_artifact), "lambda": 20.0},
+            }
+        )
+    )
+    # The config checker loads the artifact as the proxy does; without the package, it
+    # refuses with the install line.
+    env = proxy_env("sk-unused")
+    hidden = subprocess.run(
+        [sys.executable, "-c", HIDE_DIST_CHECK, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert hidden.returncode == 1, hidden.stdout + hidden.stderr
+    assert f"pip install '{DIST}>={DIST_VERSION}" in " ".join(hidden.stderr.split())
+
+    key = "sk-" + secrets.token_hex(16)
+    out, port = tmp_path / "proxy.log", free_port()
+    proc = start_proxy(config, 1, out, proxy_env(key), port)
+    try:
+        wait_ready(proc, out, 1)
+        with httpx.Client(timeout=60) as client:
+            reply = client.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "chat", "messages": [{"role": "user", "content": CHAT}]},
+            )
+    finally:
+        stop(proc)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-routeiq-router"] == artifact_digest(ext_artifact)
+    assert reply.headers["x-routeiq-outcome"] == "routed"

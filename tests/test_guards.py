@@ -104,3 +104,15 @@ async def test_filters_see_the_request_and_observers_every_outcome(make_engine):
     ]
     engine.close()
     assert block.closed
+
+
+async def test_a_fail_closed_guard_that_breaks_refuses_the_request(make_engine, caplog):
+    class Policy:
+        fail_closed = True
+
+        def exclude(self, request, candidates):
+            raise KeyError("bug")
+
+    with caplog.at_level(logging.ERROR), pytest.raises(GuardRefusal, match="could not check"):
+        await make_engine(guards=[Policy()]).decide(request())
+    assert "request refused" in caplog.text

@@ -341,8 +341,11 @@ class PolicyGuard:
     Each candidate deployment is checked for the request's verified identity; a denied one
     is excluded with the deciding policy as reason (``policy: forbid-team-b-gpt4o`` in the
     decision's candidate rows). When every candidate is denied the request is refused with
-    :class:`AllCandidatesDenied` (403).
+    :class:`AllCandidatesDenied` (403); a check that raises refuses it too (fail closed).
     """
+
+    # A policy check that breaks refuses the request rather than letting it through.
+    fail_closed = True
 
     def __init__(self, engine: PolicyEngine) -> None:
         self.engine = engine

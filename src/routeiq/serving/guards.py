@@ -14,7 +14,8 @@ the engine raises :class:`routeiq.serving.engine.NoCandidatesError` naming the r
 (LiteLLM's own "no deployments available", so the group's fallbacks apply). A filter that
 must refuse the request with its own error (a policy's 403) raises a :class:`GuardRefusal`;
 any other exception is logged and the filter is skipped for that decision (fail open: a
-request that LiteLLM would serve never fails because a guard broke).
+request that LiteLLM would serve never fails because a guard broke), unless the guard sets
+``fail_closed = True`` (policies): then the request is refused (403).
 
 An :class:`OutcomeObserver` receives every attempt's result that the engine joins
 (:meth:`routeiq.serving.engine.DecisionEngine.record_outcome`): circuit breakers count
@@ -89,8 +90,13 @@ class Guards:
                 found = guard.exclude(request, candidates)
             except GuardRefusal:
                 raise
-            except Exception:  # fail open: a broken guard must not fail the request
-                log.exception("RouteIQ: %s failed; not applied", type(guard).__name__)
+            except Exception as exc:
+                name = type(guard).__name__
+                if getattr(guard, "fail_closed", False):  # e.g. policies: no check, no entry
+                    log.exception("RouteIQ: %s failed; request refused", name)
+                    raise GuardRefusal(f"RouteIQ: {name} could not check this request") from exc
+                # Fail open: a broken guard must not fail a request LiteLLM would serve.
+                log.exception("RouteIQ: %s failed; not applied", name)
                 continue
             for name, reason in found.items():
                 blocked.setdefault(name, reason)

@@ -94,10 +94,13 @@ class ProxyLifecycle:
 
     def admit(self, auth: Any) -> None:
         """Admit the current request (call from ``async_pre_call_hook``) or raise a 503."""
-        team = getattr(auth, "team_id", None)
-        raw_key = getattr(auth, "api_key", None) or getattr(auth, "token", None)
-        # Only a digest is kept in memory; it never appears in messages or metrics.
-        key = hashlib.sha256(raw_key.encode()).hexdigest()[:24] if raw_key else None
+        limits = self.limiter.settings
+        team = getattr(auth, "team_id", None) if limits.per_team is not None else None
+        key = None
+        if limits.per_key is not None:  # hashed per request only when keys are limited
+            raw_key = getattr(auth, "api_key", None) or getattr(auth, "token", None)
+            # Only a digest is kept in memory; it never appears in messages or metrics.
+            key = hashlib.sha256(raw_key.encode()).hexdigest()[:24] if raw_key else None
         try:
             self.limiter.admit_task(team=team, key=key)
         except Shed as exc:
