@@ -404,3 +404,43 @@ def test_shared_state_needs_a_redis_url():
         parse_settings({"shared_state": {"url": "http://127.0.0.1:6379"}})
     with pytest.raises(RouteIQConfigError, match="online"):
         parse_settings({"online": {"enabled": True, "typo": 1}})
+
+
+async def test_the_shared_online_state_exports_as_a_verified_snapshot(
+    make_engine, artifact, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from routeiq.artifacts import ArtifactError
+    from routeiq.cli.main import app
+    from routeiq.online.snapshot import SnapshotError, load_snapshot
+
+    prefix = f"routeiq-test-{time.time_ns()}"
+    url = redis_url()
+    engine = make_engine({**ONLINE, "shared_state": {"url": url, "prefix": prefix}})
+    decisions = [await engine.decide(req(Identity(key_hash="k1"))) for _ in range(3)]
+    for d in decisions:
+        engine.feedback(d.id, 0.0, identity=Identity(key_hash="k1"))
+    engine.learning.store.sync()
+    (key, learner), *_ = engine.learning._online.items()
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["online", "list", "--redis", url, "--prefix", prefix])
+    assert listed.exit_code == 0 and listed.output.split() == [key], listed.output
+    out = tmp_path / "snap"
+    args = ["online", "export", key, "--out", str(out), "--redis", url, "--prefix", prefix]
+    exported = runner.invoke(app, [*args, "--router", str(artifact)])
+    assert exported.exit_code == 0, exported.output
+    state, meta = load_snapshot(out)
+    assert meta["key"] == key and meta["observations"] == 3.0
+    assert meta["models"] == list(learner.models)
+    for name, arr in learner.state().items():  # exactly the learner's merged state
+        assert state[name] == pytest.approx(arr)
+    # A snapshot is an artifact: an edited file is refused; so is an unknown key.
+    with open(out / "metadata.json", "a") as fh:
+        fh.write(" ")
+    with pytest.raises((SnapshotError, ArtifactError)):
+        load_snapshot(out)
+    other = ["online", "export", "chat:nope", "--out", str(tmp_path / "x")]
+    missing = runner.invoke(app, [*other, "--redis", url, "--prefix", prefix])
+    assert missing.exit_code == 2 and "no online state" in missing.output

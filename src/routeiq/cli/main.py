@@ -359,7 +359,10 @@ def _register_subcommands() -> None:
 
     app.command("serve")(serve_command)
 
+    from routeiq.cli.online import online_app
+
     app.add_typer(experiment_app, name="experiment")
+    app.add_typer(online_app, name="online")
     app.add_typer(
         simulate_app,
         name="simulate",

@@ -21,6 +21,7 @@ fails.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -269,6 +270,9 @@ class RedisStore(LocalStore):
             pipe.expire(key, ttl)
         for key, delta in unpushed.items():
             name = self._state_key(key)
+            # The arrays' shapes, so a snapshot can be exported without the router.
+            shape = json.dumps({k: list(np.shape(v)) for k, v in delta.items()})
+            pipe.hsetnx(name, "shape", shape)
             for field, arr in delta.items():
                 flat = np.asarray(arr, dtype=np.float64).reshape(-1)
                 for i in np.flatnonzero(flat).tolist():
@@ -286,7 +290,7 @@ class RedisStore(LocalStore):
         flat = {k: v.reshape(-1) for k, v in state.items()}
         for field, value in raw.items():
             field = _text(field)
-            if field == "version":
+            if field in ("version", "shape"):
                 continue
             arr, _, idx = field.partition(":")
             if arr in flat and idx.isdigit() and int(idx) < flat[arr].size:
