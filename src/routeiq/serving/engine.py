@@ -41,6 +41,7 @@ from typing import Any
 from routeiq.data.prompts import PromptError, request_text
 from routeiq.decision.decision import FALLBACK, Decision
 from routeiq.decision.rules import cheapest, decide, pinned, shuffle
+from routeiq.online.budget_holds import BudgetHolds, held_target
 from routeiq.online.router import OnlineContext, OnlineRouter
 from routeiq.online.store import LocalStore
 from routeiq.router import Candidate, LearnedRouter
@@ -56,6 +57,7 @@ from routeiq.serving.guards import (
     exclusions,
 )
 from routeiq.serving.learning import LearningLoop, build_store
+from routeiq.serving.logged_prompt import logged_prompt
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry
 from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
@@ -144,6 +146,7 @@ class DecisionEngine:
         rng: random.Random | None = None,
         store: LocalStore | None = None,
         guards: Sequence[object] | None = None,
+        budgets: BudgetHolds | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -155,6 +158,7 @@ class DecisionEngine:
         self.rng = rng if rng is not None else random.Random()
         self._groups: dict[str, ResolvedGroup] = {}
         self.arms = ExperimentArms()
+        self.budgets = budgets if budgets is not None else BudgetHolds(settings.shared_state)
         self.guards = Guards(guards if guards is not None else build_guards(settings, metrics))
         self.learning = LearningLoop(
             settings,
@@ -217,7 +221,7 @@ class DecisionEngine:
             self.metrics.observe_decision(decision, seconds)
         self.learning.remember(decision, request.identity, online)
         if self.decision_log is not None:
-            prompt, features = self._logged_prompt(group, request, text)
+            prompt, features = logged_prompt(self.settings, self.registry, group, request, text)
             self.decision_log.add_decision(decision.to_record(prompt), features=features)
         return decision
 
@@ -268,6 +272,7 @@ class DecisionEngine:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.registry.close()  # stops the hot-reload watcher, if any
         self.guards.close()
+        self.budgets.close()
         self.learning.close()
         if self.decision_log is not None:
             self.decision_log.close()
@@ -290,7 +295,7 @@ class DecisionEngine:
                 f"every deployment of model group {group.name!r} is excluded ({reasons})"
             )
         if request.pinned:
-            return pinned(names[0], models[0], costs[0]), self._text_for_log(request), {}, None
+            return pinned(names[0], models[0], costs[0]), None, {}, None
         avail, why = exclusions(names, request.failed, blocked)
         tradeoff = resolve_tradeoff(group, request.override)
         mode = "shuffle" if group.mode == "route" and group.name in self.unrouted else group.mode
@@ -306,7 +311,7 @@ class DecisionEngine:
             noted = self._noted(decision, why, tradeoff, router=digest, blocked=blocked)
             return decision, text, noted, online
         noted = self._noted(decision, why, tradeoff, blocked=blocked)
-        return decision, self._text_for_log(request), noted, None
+        return decision, None, noted, None
 
     async def _route(
         self,
@@ -355,6 +360,13 @@ class DecisionEngine:
             return fallback(f"error: {type(exc).__name__}: {exc}"[:300]), text, None, None
         if self.metrics is not None:
             self.metrics.scoring_seconds.labels(group.name).observe(scoring_s)
+        # A budget target held online: lambda from the recent spend of every worker.
+        own = learned.target if tradeoff.lam is None and tradeoff.target is None else None
+        budget = held_target(group.hold_budget, tradeoff.target or own)
+        budget_key = f"{group.name}:{group.variant or ''}"
+        if budget is not None:
+            lam = self.budgets.lam(budget_key, budget, lam, group.hold_budget)
+            rule = f"budget<={budget:g} held online, lambda={lam:.4g}"
         decision = decide(
             names,
             models,
@@ -368,6 +380,9 @@ class DecisionEngine:
             exploration=group.exploration,
             u=group.exploration.draw(decision_id, learned.digest),
         )
+        if budget is not None:
+            spent = resolved.cost[names.index(decision.chosen)]
+            self.budgets.observe(budget_key, resolved.quality, resolved.cost, float(spent))
         online_ctx = None if octx is None or online_key is None else (online_key, octx)
         return decision, text, learned.digest or None, online_ctx
 
@@ -407,32 +422,3 @@ class DecisionEngine:
         if why:
             context.update(excluded_fields(decision, why, blocked or {}))
         return context
-
-    def _logged_prompt(
-        self, group: ResolvedGroup, request: RouteRequest, text: str | None
-    ) -> tuple[str | None, Callable[[], dict[str, Any]] | None]:
-        """What the decision log keeps of the request: the routing text (``log_prompt:
-        text``), its feature vector, made by the writer thread (``features``), or nothing.
-        A request that asked for no message logging never has its text logged."""
-        mode = self.settings.log_prompt
-        if mode == "none" or (mode == "text" and request.redact):
-            return None, None
-        if text is None:
-            text = self._text_for_log(request, force=True)
-        if text is None:
-            return None, None
-        if mode == "text":
-            return text, None
-        learned = self.registry.get(group.router)
-        if learned is None:
-            return None, None
-        tail = text[-self.settings.featurize_chars :]
-        return None, lambda: learned.log_features(tail)
-
-    def _text_for_log(self, request: RouteRequest, force: bool = False) -> str | None:
-        if self.settings.log_prompt != "text" and not force:
-            return None
-        try:
-            return request_text(request.messages, request.input)
-        except PromptError:
-            return None

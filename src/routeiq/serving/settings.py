@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from routeiq.decision.exploration import Exploration
 from routeiq.experiments.assignment import ExperimentSettings
 from routeiq.integrations.redis_url import RedisStreamConfig, is_url
+from routeiq.online.budget_holds import BudgetHoldSettings
 from routeiq.online.router import OnlineSettings
 from routeiq.online.store import SharedStateSettings
 from routeiq.resilience.breaker_settings import BreakerSettings
@@ -121,6 +122,9 @@ class GroupSettings(_Strict):
     experiment: ExperimentSettings | None = Field(
         default=None, description="an A/B experiment between variants of this group"
     )
+    hold_budget: BudgetHoldSettings | None = Field(
+        default=None, description="hold this group's budget<= target online (unset: top level)"
+    )
 
     @field_validator("target")
     @classmethod
@@ -193,6 +197,11 @@ class RouteIQSettings(_Strict):
     )
     feedback: FeedbackSettings = Field(
         default_factory=FeedbackSettings, description="the feedback endpoint and its memory"
+    )
+    hold_budget: BudgetHoldSettings = Field(
+        default_factory=BudgetHoldSettings,
+        description="hold budget<= targets while the request mix drifts: lambda re-fitted from "
+        "the recent decisions of every worker (shared through shared_state); off",
     )
     # Redis shared by every worker and replica: feedback contexts and online state.
     shared_state: SharedStateSettings | None = Field(
@@ -328,6 +337,7 @@ class RouteIQSettings(_Strict):
             exploration=pick("exploration"),
             online=pick("online"),
             experiment=g.experiment,
+            hold_budget=pick("hold_budget"),
         )
 
     def router_paths(self) -> set[Path]:
@@ -358,6 +368,7 @@ class ResolvedGroup(BaseModel):
     exploration: Exploration
     online: OnlineSettings
     experiment: ExperimentSettings | None = None
+    hold_budget: BudgetHoldSettings = Field(default_factory=BudgetHoldSettings)
     variant: str | None = None  # the experiment arm these settings are for
 
     def for_variant(self, name: str) -> ResolvedGroup:
