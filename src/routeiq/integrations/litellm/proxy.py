@@ -11,11 +11,11 @@ When LiteLLM loads its config it imports this module and reads ``routeiq_callbac
 attribute is built on access (module ``__getattr__``; the module keeps no state): it reads the
 ``routeiq_settings`` section of the proxy config, validates it, loads and verifies every
 router artifact and checks the settings against the config's ``model_list``. Any problem
-raises :class:`RouteIQConfigError` there, inside LiteLLM's config loading, so the worker's
-start-up fails with the message (single worker: the process exits with status 3; with
-``--num_workers N`` uvicorn stops the parent after a worker fails to start, but exits 0:
-check configs before deploying with ``python -m routeiq.integrations.litellm.proxy CONFIG``,
-which exits 1 with the same message).
+refuses start-up there, inside LiteLLM's config loading: in the ``litellm`` command each
+worker prints one line, ``RouteIQ: refusing to start: <reason>``, and exits with status 3
+(uvicorn's start-up failure: with ``--num_workers N`` its supervisor then stops, but exits 0);
+elsewhere :class:`RouteIQConfigError` is raised. Check configs before deploying with
+``python -m routeiq.integrations.litellm.proxy CONFIG``, which exits 1 with the same message.
 
 The returned callback then installs the strategy on ``litellm.proxy.proxy_server.llm_router``
 in every worker: a task waits for the router to exist (it is created after the callbacks
@@ -284,8 +284,24 @@ def _metrics_for(registry: Any) -> RouteIQMetrics | None:
 def __getattr__(name: str) -> Any:
     # LiteLLM resolves "routeiq.integrations.litellm.proxy.routeiq_callback" with getattr.
     if name == CALLBACK_NAME:
-        return RouteIQProxyCallback.from_proxy_config()
+        try:
+            return RouteIQProxyCallback.from_proxy_config()
+        except RouteIQConfigError as exc:
+            if not _in_litellm_cli():
+                raise
+            # One line per worker instead of a several-hundred-line start-up traceback.
+            # Status 3 is uvicorn's start-up failure: its supervisor then stops instead of
+            # restarting the worker (the parent still exits 0: use the check command).
+            print(f"RouteIQ: refusing to start: {exc}", file=sys.stderr, flush=True)
+            os._exit(3)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _in_litellm_cli() -> bool:
+    """Whether this process is the ``litellm`` proxy command (or one of its workers, which
+    inherit its ``argv``), where a refused config may end the process."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return argv0.name == "litellm" or argv0.parent.name == "litellm"
 
 
 def check(config_path: str) -> int:
