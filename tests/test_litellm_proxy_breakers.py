@@ -54,7 +54,10 @@ BREAKERS = {
     "open_multiplier": 2.0,
     "max_open_s": 30,
     "half_open_probes": 2,
+    "slow_call_ms": 1000,
+    "slow_call_rate": 0.5,
 }
+SLOW_S = 2.0  # "sluggish" answers after this long: a slow call
 
 
 def model_list(flaky_port: int) -> list[dict]:
@@ -63,11 +66,15 @@ def model_list(flaky_port: int) -> list[dict]:
     flaky["litellm_params"].update(
         api_base=f"http://127.0.0.1:{flaky_port}/v1", max_retries=0, timeout=10
     )
+    sluggish = deployment("lag", "sluggish", "gpt-4o-mini", CHEAP_PRICE, "slow hi")
+    sluggish["litellm_params"]["mock_delay"] = SLOW_S
     return [
         deployment("chat", "good", "gpt-4o", STRONG_PRICE, "strong says hi"),
         deployment("chat", "bad", "gpt-4o-mini", CHEAP_PRICE, "litellm.InternalServerError"),
         deployment("heal", "backup", "gpt-4o", STRONG_PRICE, "backup says hi"),
         flaky,
+        deployment("lag", "brisk", "gpt-4o", STRONG_PRICE, "brisk says hi"),
+        sluggish,
     ]
 
 
@@ -209,3 +216,17 @@ def test_half_open_probes_close_a_healed_breaker(proxy: dict) -> None:
     assert served[-1] == "flaky"  # learned routing is back on the cheap deployment
     lines = breaker_lines(proxy, "flaky")
     assert any(re.search(r"open -> half_open \(open time elapsed\)", line) for line in lines)
+
+
+def test_a_slow_deployment_is_ejected_like_a_failing_one(proxy: dict) -> None:
+    # Chat goes to the cheap deployment, which answers, but slower than slow_call_ms: once
+    # MINIMUM_CALLS slow calls are in the window, its breaker opens and the group moves on.
+    texts = [f"{CHAT} (slow {i})" for i in range(40)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda t: post(proxy, t, model="lag"), texts))
+    assert [r.status_code for r, _ in results] == [200] * len(texts)
+    opened = [line for line in breaker_lines(proxy, "sluggish") if "closed -> open" in line]
+    assert opened and all("slow-call rate" in line for line in opened), opened
+    served = [r.headers["x-litellm-model-id"] for r, _ in results]
+    print(f"\nslow deployment: {served.count('sluggish')} of {len(texts)} served by it")
+    assert served[-8:] == ["brisk"] * 8  # traffic left the slow deployment

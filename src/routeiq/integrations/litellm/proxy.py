@@ -155,13 +155,13 @@ class RouteIQProxyCallback(RouteIQCallback):
     async def _install_when_ready(self) -> None:
         waited = 0.0
         while waited < _ROUTER_WAIT_S:
-            if self.ensure_installed():
+            if await self.ensure_installed():
                 return
             await asyncio.sleep(_ROUTER_POLL_S)
             waited += _ROUTER_POLL_S
         log.error("RouteIQ: the LiteLLM proxy router did not appear within %.0f s", waited)
 
-    def ensure_installed(self) -> bool:
+    async def ensure_installed(self) -> bool:
         """Install on the live proxy router if needed; False while there is no router yet."""
         proxy_server = sys.modules.get("litellm.proxy.proxy_server")
         router = getattr(proxy_server, "llm_router", None)
@@ -172,8 +172,13 @@ class RouteIQProxyCallback(RouteIQCallback):
             return True
         if current is None or current.router is not router:
             try:
-                unrouted = validate(  # warned already when the config was loaded
-                    self.engine.settings, model_list_of(router), self.engine.registry, warn=False
+                # Off the event loop: with the SSRF guard on, validation resolves host names.
+                unrouted = await asyncio.to_thread(
+                    validate,  # warned already when the config was loaded
+                    self.engine.settings,
+                    model_list_of(router),
+                    self.engine.registry,
+                    warn=False,
                 )
             except RouteIQConfigError as exc:
                 self.install_error = str(exc)
@@ -205,7 +210,7 @@ class RouteIQProxyCallback(RouteIQCallback):
     ) -> dict | None:
         if self.lifecycle is not None:  # first: a shed request costs nothing more
             self.lifecycle.admit(user_api_key_dict)
-        self.ensure_installed()
+        await self.ensure_installed()
         if self.install_error is not None:
             from fastapi import HTTPException
 

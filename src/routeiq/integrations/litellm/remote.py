@@ -36,6 +36,7 @@ from routeiq.service.client import ServiceClient, ServiceRefusal, ServiceUnavail
 from routeiq.service.wire import decision_from_dict, identity_body
 from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
 from routeiq.serving.guards import GuardRefusal, exclusions
+from routeiq.serving.logged_prompt import logged_prompt
 from routeiq.serving.overrides import OverrideError
 from routeiq.serving.registry import RouterRegistry
 from routeiq.serving.settings import RouteIQSettings
@@ -172,7 +173,9 @@ class RemoteEngine(DecisionEngine):
         if self.settings.shared_state is None:  # else the service's context is in Redis
             self.learning.remember(decision, request.identity, None)
         if self.decision_log is not None:
-            self.decision_log.add_decision(decision.to_record(self._text_for_log(request)))
+            group = self.group(request.group)
+            prompt, features = logged_prompt(self.settings, self.registry, group, request, None)
+            self.decision_log.add_decision(decision.to_record(prompt), features=features)
 
 
 def _local_error(exc: ServiceRefusal) -> Exception:
