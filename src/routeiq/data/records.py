@@ -188,8 +188,7 @@ def records_to_dataset(records: Iterable[RouteRecord]) -> RoutingDataset:
     splits = [r.split or "" for r in rows] if any(r.split for r in rows) else []
     return RoutingDataset(
         prompts=[
-            prompt_text(r.prompt) if r.prompt is not None else f"<features of {r.id}>"
-            for r in rows
+            prompt_text(r.prompt) if r.prompt is not None else f"<features of {r.id}>" for r in rows
         ],
         models=models,
         quality=quality,
