@@ -253,3 +253,90 @@ def test_bad_config_refuses_to_start(artifact: Path, tmp_path: Path, problem: st
     # One line, not LiteLLM's start-up traceback.
     assert "RouteIQ: refusing to start: " in text and expected in text
     assert "Traceback" not in text
+
+
+def test_conversations_stay_put(proxy: dict, artifact: Path) -> None:
+    """20 five-turn conversations with mixed topics through the proxy (sticky by default),
+    against the same router deciding each turn on its own (sticky off, in process)."""
+    import asyncio
+    import itertools
+
+    from routeiq.data.prices import estimate_request_tokens, estimate_tokens
+    from routeiq.router import Candidate, LearnedRouter
+    from routeiq.serving import DecisionEngine, RouteIQSettings, RouteRequest, RouterRegistry
+
+    topics = [
+        CODE,
+        CHAT,
+        "Explain how a B-tree index works.",
+        "Thanks, that helps!",
+        "Now write it in Rust with tests.",
+        "What's a good movie tonight?",
+    ]
+    conversations = [
+        [topics[(c + t * (1 + c % 3)) % len(topics)] for t in range(5)] for c in range(20)
+    ]
+    price = {"strong": STRONG_PRICE, "cheap": CHEAP_PRICE}
+    cache_read = {"strong": 1.25e-6, "cheap": 7.5e-8}  # LiteLLM's map: gpt-4o, gpt-4o-mini
+
+    def turn_cost(messages: list, where: str, stayed: bool) -> float:
+        tokens = estimate_request_tokens(messages)
+        cost = (
+            tokens * price[where]["input_cost_per_token"]
+            + 256 * price[where]["output_cost_per_token"]
+        )
+        if stayed:  # the conversation so far reads from the provider's prompt cache
+            history = tokens - estimate_tokens(messages[-1]["content"])
+            cost -= history * (price[where]["input_cost_per_token"] - cache_read[where])
+        return cost
+
+    engine = DecisionEngine(
+        RouteIQSettings.model_validate(
+            {"router": str(artifact), "lambda": 20.0, "sticky": {"enabled": False}}
+        ),
+        RouterRegistry({artifact: LearnedRouter.load(artifact)}),
+    )
+    results = {"sticky": (0, 0.0), "per turn": (0, 0.0)}
+    for turns in conversations:
+        messages: list = []
+        served: dict[str, list[str]] = {"sticky": [], "per turn": []}
+        cost = {"sticky": 0.0, "per turn": 0.0}
+        for text in turns:
+            messages = [*messages, {"role": "user", "content": text}]
+            reply = post(proxy, messages)
+            assert reply.status_code == 200, reply.text
+            served["sticky"].append(reply.headers["x-routeiq-deployment"])
+            tokens = estimate_request_tokens(messages)
+            cands = [
+                Candidate(
+                    n,
+                    "gpt-4o" if n == "strong" else "gpt-4o-mini",
+                    tokens * p["input_cost_per_token"] + 256 * p["output_cost_per_token"],
+                )
+                for n, p in price.items()
+            ]
+            d = asyncio.run(engine.decide(RouteRequest("chat", cands, messages=messages)))
+            served["per turn"].append(d.chosen)
+            for kind in served:
+                here = served[kind]
+                cost[kind] += turn_cost(messages, here[-1], len(here) > 1 and here[-1] == here[-2])
+            messages = [
+                *messages,
+                {"role": "assistant", "content": reply.json()["choices"][0]["message"]["content"]},
+            ]
+        for kind, seq in served.items():
+            switches = sum(a != b for a, b in itertools.pairwise(seq))
+            n, total = results[kind]
+            results[kind] = (n + switches, total + cost[kind])
+    engine.close()
+    (s_sw, s_cost), (p_sw, p_cost) = results["sticky"], results["per turn"]
+    print(
+        f"\n20 five-turn conversations: switches {s_sw} sticky vs {p_sw} per turn "
+        f"({s_sw / 20:.2f} vs {p_sw / 20:.2f} per conversation); cost with cached input "
+        f"${s_cost:.4f} vs ${p_cost:.4f}"
+    )
+    assert p_sw > 0 and s_sw < p_sw  # the mixed topics bounce a per-turn router
+    with_reason = [
+        r for r in records(proxy["log"], 100) if "sticky:" in (r["decision"].get("rule") or "")
+    ]
+    assert with_reason  # the decisions say why they stayed or left

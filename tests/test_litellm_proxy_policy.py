@@ -187,7 +187,7 @@ def test_refusals_map_to_litellm_403_errors() -> None:
     import litellm
     from litellm.proxy._types import ProxyException
 
-    from routeiq.integrations.litellm.strategy import refusal_error
+    from routeiq.integrations.litellm.request_fields import refusal_error
     from routeiq.security.policy import AllCandidatesDenied
     from routeiq.security.policy_proxy import deny_by_policy
 

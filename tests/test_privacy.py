@@ -96,7 +96,7 @@ async def test_text_is_logged_by_default_and_features_carry_the_featurizer(artif
 
 def test_litellm_message_logging_switches(monkeypatch):
     litellm = pytest.importorskip("litellm")
-    from routeiq.integrations.litellm.strategy import message_logging_off
+    from routeiq.integrations.litellm.request_fields import message_logging_off
 
     assert not message_logging_off({}, {})
     assert message_logging_off({"turn_off_message_logging": True}, {})

@@ -38,12 +38,17 @@ class Candidate:
     """One routable option: ``name`` is what the decision returns (a deployment id),
     ``model`` what the router knows it as, ``cost`` the caller's USD estimate for this request
     (None: the router's own cost model predicts it), ``weight`` its share under the shuffle
-    rule (LiteLLM's deployment ``weight``)."""
+    rule (LiteLLM's deployment ``weight``), ``cached_cost`` its cost if the conversation stays
+    on it (see :mod:`routeiq.serving.sticky`)."""
 
     name: str
     model: str
     cost: float | None = None
     weight: float = 1.0
+    # The cost when the conversation so far is in this deployment's prompt cache (a follow-up
+    # turn that stays where the conversation started): cached input tokens at the cache-read
+    # price. None: no cache price known.
+    cached_cost: float | None = None
 
 
 def _library_version() -> str:

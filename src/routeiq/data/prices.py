@@ -103,8 +103,9 @@ def price_fields(source: Mapping[str, Any] | None) -> Price | None:
     return None
 
 
-def litellm_price(model: str) -> Price | None:
-    """Per-token prices from litellm's bundled cost map, or None (unknown model or no litellm).
+def litellm_cost_entry(model: str, field: str = "input_cost_per_token") -> dict[str, Any] | None:
+    """``model``'s entry in litellm's bundled cost map that has ``field``, or None (unknown
+    model, no such field, or no litellm).
 
     Tries ``model`` as given, then without its provider prefixes (``openai/gpt-4o`` ->
     ``gpt-4o``). litellm is imported lazily: it is optional and takes seconds to import.
@@ -120,11 +121,14 @@ def litellm_price(model: str) -> Price | None:
     parts = model.split("/")
     for k in range(len(parts)):
         entry = litellm.model_cost.get("/".join(parts[k:]))
-        if isinstance(entry, dict):
-            price = price_fields(entry)
-            if price is not None:
-                return price
+        if isinstance(entry, dict) and entry.get(field) is not None:
+            return entry
     return None
+
+
+def litellm_price(model: str) -> Price | None:
+    """Per-token prices from litellm's bundled cost map (:func:`litellm_cost_entry`), or None."""
+    return price_fields(litellm_cost_entry(model))
 
 
 def estimate_request_tokens(messages: Any = None, input: Any = None) -> int:

@@ -51,6 +51,22 @@ def request_text(messages: Any = None, input: Any = None) -> str:
     raise PromptError("the request has no chat messages or text input to route on")
 
 
+def opening_text(messages: Any) -> str | None:
+    """A conversation's opening user turn, when ``messages`` hold more than one user turn
+    (else None: nothing to stay with). Its text, as :func:`prompt_text` reads a turn."""
+    if not isinstance(messages, list | tuple):
+        return None
+    users = [
+        i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "user"
+    ]
+    if len(users) < 2:
+        return None
+    try:
+        return _content_text(messages[users[0]].get("content"), users[0])
+    except PromptError:
+        return None
+
+
 def _content_text(content: Any, index: int) -> str:
     where = f"user message {index}"
     if isinstance(content, str):

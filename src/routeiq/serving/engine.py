@@ -38,9 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from routeiq.data.prompts import PromptError, request_text
+from routeiq.data.prompts import PromptError, opening_text, request_text
 from routeiq.decision.decision import FALLBACK, Decision
-from routeiq.decision.rules import cheapest, decide, pinned, shuffle
+from routeiq.decision.exploration import Exploration
+from routeiq.decision.rules import DEFAULT_RULE, cheapest, decide, pinned, shuffle
 from routeiq.online.budget_holds import BudgetHolds, held_target
 from routeiq.online.router import OnlineContext, OnlineRouter
 from routeiq.online.store import LocalStore
@@ -61,6 +62,7 @@ from routeiq.serving.logged_prompt import logged_prompt
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry
 from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
+from routeiq.serving.sticky import stay, stay_inputs
 from routeiq.telemetry.metrics import RouteIQMetrics
 from routeiq.telemetry.tracing import ERROR_TYPE, DecisionTracer, decision_attributes
 
@@ -110,7 +112,8 @@ def _score(
     tradeoff: Tradeoff,
     deadline: float | None,
     online: OnlineRouter | None = None,
-) -> tuple[Any, float, str | None, float, OnlineContext | None]:
+    opening: str | None = None,
+) -> tuple[Any, float, str | None, float, OnlineContext | None, Any]:
     # In a scoring thread, a job that waited past its deadline is skipped: its caller already
     # fell back, and scoring it anyway would only lengthen the backlog.
     if deadline is not None and time.monotonic() > deadline:
@@ -118,7 +121,9 @@ def _score(
     started = time.perf_counter()
     lam, rule = learned.tradeoff(tradeoff.lam, tradeoff.target)
     resolved, context = learned.score_online(text, candidates, online)
-    return resolved, lam, rule, time.perf_counter() - started, context
+    # A follow-up turn: how its conversation's opening turn was decided (sticky routing).
+    first = None if opening is None else learned.score_online(opening, candidates, online)[0]
+    return resolved, lam, rule, time.perf_counter() - started, context, first
 
 
 def _columns(cands: Sequence[Candidate]) -> tuple[list[str], list[str], list[float | None]]:
@@ -348,9 +353,13 @@ class DecisionEngine:
         learned = self.registry.for_group(group)
         online_key, online = self.learning.online_for(group, learned)
         tail = text[-self.settings.featurize_chars :]
+        sticky = self.settings.sticky
+        opening = opening_text(request.messages) if sticky.enabled else None
+        if opening is not None:
+            opening = opening[-self.settings.featurize_chars :]
         try:
-            resolved, lam, rule, scoring_s, octx = await self._run_scoring(
-                learned, tail, cands, tradeoff, online
+            resolved, lam, rule, scoring_s, octx, first = await self._run_scoring(
+                learned, tail, cands, tradeoff, online, opening
             )
         except (TimeoutError, _Expired):
             ms = self.settings.decision_timeout_ms
@@ -367,17 +376,31 @@ class DecisionEngine:
         if budget is not None:
             lam = self.budgets.lam(budget_key, budget, lam, group.hold_budget)
             rule = f"budget<={budget:g} held online, lambda={lam:.4g}"
+        cost, allowed, why = resolved.cost, avail, None
+        exploration: Exploration | None = group.exploration
+        cached = [c.cached_cost for c in cands]
+        st = None
+        if first is not None:
+            st = stay(
+                first.quality, first.cost, resolved.quality, cost, cached, lam, avail, sticky.margin
+            )
+        if st is not None:
+            rule = f"{rule or DEFAULT_RULE}; {st.note(names, sticky.margin)}"
+            if st.stays:  # deterministic: the conversation's own candidate, cache-priced
+                allowed, why, cost = stay_inputs(st, names, cost, cached)
+                exploration = None
         decision = decide(
             names,
             models,
             resolved.quality,
-            resolved.cost,
+            cost,
             lam,
             rule,
-            available=avail,
+            available=allowed,
+            excluded=why,
             mapped_from=resolved.mapped_from,
             mapping_rules=resolved.mapping_rules,
-            exploration=group.exploration,
+            exploration=exploration,
             u=group.exploration.draw(decision_id, learned.digest),
         )
         if budget is not None:
@@ -393,7 +416,8 @@ class DecisionEngine:
         cands: list[Candidate],
         tradeoff: Tradeoff,
         online: OnlineRouter | None,
-    ) -> tuple[Any, float, str | None, float, OnlineContext | None]:
+        opening: str | None = None,
+    ) -> tuple[Any, float, str | None, float, OnlineContext | None, Any]:
         scoring = self.settings.scoring
         inline = scoring == "inline" or (
             scoring == "auto" and getattr(learned.featurizer, "inline_safe", False)
@@ -401,11 +425,11 @@ class DecisionEngine:
         if tradeoff.target is not None and not learned.is_calibrated(tradeoff.target):
             inline = False  # a new client target calibrates for milliseconds: off the loop
         if inline:
-            return _score(learned, text, cands, tradeoff, None, online)
+            return _score(learned, text, cands, tradeoff, None, online, opening)
         timeout = self.settings.decision_timeout_ms / 1000.0
         deadline = time.monotonic() + timeout
         future = asyncio.get_running_loop().run_in_executor(
-            self._executor, _score, learned, text, cands, tradeoff, deadline, online
+            self._executor, _score, learned, text, cands, tradeoff, deadline, online, opening
         )
         return await asyncio.wait_for(future, timeout)
 

@@ -49,6 +49,7 @@ from routeiq.security.ssrf_settings import SSRFSettings
 from routeiq.service.settings import ServiceClientSettings
 from routeiq.serving.feedback import FeedbackSettings
 from routeiq.serving.reload import HotReloadSettings
+from routeiq.serving.sticky import StickySettings
 
 SETTINGS_KEY = "routeiq_settings"
 
@@ -197,6 +198,11 @@ class RouteIQSettings(_Strict):
     )
     feedback: FeedbackSettings = Field(
         default_factory=FeedbackSettings, description="the feedback endpoint and its memory"
+    )
+    sticky: StickySettings = Field(
+        default_factory=StickySettings,
+        description="a follow-up turn stays on the candidate its conversation's opening turn "
+        "chose unless another is better by more than a margin (prompt cache, voice)",
     )
     hold_budget: BudgetHoldSettings = Field(
         default_factory=BudgetHoldSettings,

@@ -24,7 +24,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from routeiq.integrations.litellm.strategy import CURRENT_KEY, DECISIONS_KEY, own_decisions
+from routeiq.integrations.litellm.request_fields import CURRENT_KEY, DECISIONS_KEY, own_decisions
 from routeiq.serving.engine import DecisionEngine
 
 log = logging.getLogger(__name__)

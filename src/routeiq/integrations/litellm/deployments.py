@@ -25,7 +25,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from routeiq.data.prices import Price, litellm_price, price_fields
+from routeiq.data.prices import Price, litellm_cost_entry, litellm_price, price_fields
 from routeiq.router import Candidate
 
 Deployment = Mapping[str, Any]
@@ -80,6 +80,23 @@ def deployment_price(dep: Deployment) -> Price | None:
     return None
 
 
+def cache_read_price(dep: Deployment) -> float | None:
+    """USD per cached input token (``cache_read_input_token_cost`` of the deployment, else
+    LiteLLM's map), or None."""
+    for source in (dep.get("litellm_params"), dep.get("model_info")):
+        value = (source or {}).get("cache_read_input_token_cost")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    info = dep.get("model_info") or {}
+    for name in (info.get("base_model"), litellm_model(dep)):
+        if name:
+            entry = litellm_cost_entry(str(name), "cache_read_input_token_cost")
+            value = (entry or {}).get("cache_read_input_token_cost")
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                return float(value)
+    return None
+
+
 def deployment_weight(dep: Deployment) -> float:
     params = dep.get("litellm_params") or {}
     for key in ("weight", "rpm", "tpm"):
@@ -100,6 +117,7 @@ class _Entry:
     price: Price | None
     weight: float
     upstream: str
+    cache_read: float | None
 
 
 class DeploymentTable:
@@ -127,6 +145,7 @@ class DeploymentTable:
             price=deployment_price(dep),
             weight=deployment_weight(dep),
             upstream=litellm_model(dep),
+            cache_read=cache_read_price(dep),
         )
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # bounded: deployment ids come from the operator's config
@@ -134,11 +153,20 @@ class DeploymentTable:
         return entry
 
     def candidate(
-        self, dep: Deployment, known: Sequence[str], input_tokens: int, output_tokens: int
+        self,
+        dep: Deployment,
+        known: Sequence[str],
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
     ) -> tuple[Candidate, str]:
-        """The router candidate for ``dep`` on a request of this size, and its upstream model."""
+        """The router candidate for ``dep`` on a request of this size (``cached_tokens`` of
+        its input are the conversation so far), and its upstream model."""
         e = self.entry(dep, known)
-        cost = None
+        cost = cached = None
         if e.price is not None:
             cost = input_tokens * e.price[0] + output_tokens * e.price[1]
-        return Candidate(name=e.name, model=e.model, cost=cost, weight=e.weight), e.upstream
+            if cached_tokens and e.cache_read is not None:
+                cached = cost - cached_tokens * max(e.price[0] - e.cache_read, 0.0)
+        candidate = Candidate(e.name, e.model, cost=cost, weight=e.weight, cached_cost=cached)
+        return candidate, e.upstream

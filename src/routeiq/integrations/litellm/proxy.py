@@ -56,11 +56,8 @@ from routeiq.integrations.litellm.installer import (
     model_list_of,
     validate,
 )
-from routeiq.integrations.litellm.strategy import (
-    IDENTITY_KEY,
-    RouteIQRoutingStrategy,
-    request_metadata,
-)
+from routeiq.integrations.litellm.request_fields import IDENTITY_KEY, request_metadata
+from routeiq.integrations.litellm.strategy import RouteIQRoutingStrategy
 from routeiq.security.policy import PolicyEngine
 from routeiq.security.policy_proxy import deny_by_policy
 from routeiq.security.ssrf_litellm import refuse_client_urls

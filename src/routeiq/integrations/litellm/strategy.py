@@ -31,90 +31,21 @@ from litellm.types.router import CustomRoutingStrategyBase
 
 from routeiq.data.prices import estimate_request_tokens
 from routeiq.integrations.litellm.deployments import DeploymentTable
+from routeiq.integrations.litellm.request_fields import (
+    CURRENT_KEY,
+    DECISIONS_KEY,
+    conversation_tokens,
+    message_logging_off,
+    own_decisions,
+    refusal_error,
+    request_metadata,
+    request_tags,
+    verified_identity,
+)
 from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
-from routeiq.serving.feedback import Identity
 from routeiq.serving.guards import GuardRefusal
 from routeiq.serving.overrides import OVERRIDE_KEY, OverrideError
 from routeiq.serving.settings import ResolvedGroup
-
-DECISIONS_KEY = "routeiq_decisions"  # metadata: every decision of the request, in order
-CURRENT_KEY = "routeiq_decision_id"  # metadata: the attempt now in flight
-IDENTITY_KEY = "routeiq_identity"  # metadata: the verified caller, set by the proxy callback
-
-
-def request_metadata(request_kwargs: dict) -> dict:
-    for key in ("metadata", "litellm_metadata"):
-        value = request_kwargs.get(key)
-        if isinstance(value, dict):
-            return value
-    request_kwargs["metadata"] = {}
-    return request_kwargs["metadata"]
-
-
-_REDACTION_HEADERS = ("x-litellm-enable-message-redaction", "litellm-enable-message-redaction")
-
-
-def message_logging_off(request_kwargs: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:
-    """Whether LiteLLM's message logging is off for this request: the global
-    ``turn_off_message_logging``, the request's own, or a redaction header. Stricter than
-    LiteLLM: a request can turn it on, never off (the decision log keeps no text then)."""
-    if getattr(litellm, "turn_off_message_logging", False) is True:
-        return True
-    own = request_kwargs.get("turn_off_message_logging")
-    if own is True or (isinstance(own, str) and own.strip().lower() in ("true", "1", "yes")):
-        return True
-    headers = metadata.get("headers")
-    if isinstance(headers, Mapping):
-        lowered = {str(k).lower(): v for k, v in headers.items()}
-        return any(
-            str(lowered.get(h, "")).lower() in ("true", "1", "yes") for h in _REDACTION_HEADERS
-        )
-    return False
-
-
-def _tags(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        return ()
-    return tuple(str(t) for t in value[:64] if isinstance(t, str | int))
-
-
-def verified_identity(metadata: Mapping[str, Any] | None, owner: str) -> Identity | None:
-    """The caller identity the proxy callback stored from LiteLLM's auth (a client-sent
-    entry lacks the owner token and is ignored); None outside the proxy."""
-    entry = (metadata or {}).get(IDENTITY_KEY)
-    if not isinstance(entry, Mapping) or entry.get("owner") != owner:
-        return None
-    return Identity(
-        key_hash=entry.get("key_hash"),
-        team_id=entry.get("team_id"),
-        user_id=entry.get("user_id"),
-        role=entry.get("role"),
-        team_admin=entry.get("team_admin") is True,
-        key_alias=entry.get("key_alias"),
-        org_id=entry.get("org_id"),
-    )
-
-
-def refusal_error(exc: GuardRefusal, model: str) -> Exception:
-    """A guard's refusal as the LiteLLM exception of its status, which the proxy answers with
-    (403: ``PermissionDeniedError``; 429: ``RateLimitError``; else ``ServiceUnavailableError``)."""
-    import httpx
-
-    status = exc.status_code
-    response = httpx.Response(status, request=httpx.Request("POST", "http://routeiq.invalid"))
-    kind = {403: litellm.PermissionDeniedError, 429: litellm.RateLimitError}.get(status)
-    if kind is None:
-        return litellm.ServiceUnavailableError(message=str(exc), model=model, llm_provider="")
-    return kind(message=str(exc), model=model, llm_provider="routeiq", response=response)
-
-
-def own_decisions(metadata: Mapping[str, Any] | None, owner: str) -> list[dict[str, Any]]:
-    """This strategy's decision summaries in a request's metadata, oldest first (entries a
-    client could have sent in its own metadata lack the owner token and are ignored)."""
-    entries = (metadata or {}).get(DECISIONS_KEY)
-    if not isinstance(entries, list):
-        return []
-    return [d for d in entries if isinstance(d, dict) and d.get("owner") == owner]
 
 
 class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
@@ -151,10 +82,13 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
         settings = self.engine.group(group)
         known = self._known_models(settings)
         tokens = estimate_request_tokens(messages, input)
+        cached = conversation_tokens(messages, tokens)
         by_name: dict[str, Any] = {}
         candidates, upstream = [], {}
         for dep in deps:
-            cand, up = self.table.candidate(dep, known, tokens, settings.estimated_output_tokens)
+            cand, up = self.table.candidate(
+                dep, known, tokens, settings.estimated_output_tokens, cached
+            )
             candidates.append(cand)
             upstream[cand.name] = up
             by_name[cand.name] = dep
@@ -180,7 +114,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             identity=verified_identity(metadata, self.token),
             user=request_kwargs.get("user") or metadata.get("user_api_key_end_user_id"),
             request_id=history[0]["id"] if history else None,
-            tags=_tags(metadata.get("tags")),
+            tags=request_tags(metadata.get("tags")),
             stream=request_kwargs.get("stream") is True,
             input_tokens=tokens,
             redact=message_logging_off(request_kwargs, metadata),
