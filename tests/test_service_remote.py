@@ -420,3 +420,30 @@ async def test_litellm_router_routes_through_the_service(service, artifact, tmp_
         assert not rec["id"].startswith(f"{os.getpid()}-"), rec  # decided by the service
         (outcome,) = rec["outcomes"].values()
         assert outcome["status"] == "success"  # joined here, as for local decisions
+
+
+async def test_a_follow_up_turn_is_decided_remotely_as_here(service, remote, artifact):
+    """The sticky rule needs the opening turn and the cached prices: both cross the wire."""
+    from routeiq.router import Candidate, LearnedRouter
+    from routeiq.serving import DecisionEngine, RouteIQSettings, RouteRequest, RouterRegistry
+
+    cands = (
+        Candidate("strong", "gpt-4o", 0.0026, cached_cost=0.0004),
+        Candidate("cheap", "gpt-4o-mini", 0.00003),
+    )
+    messages = [
+        {"role": "user", "content": CODE},
+        {"role": "assistant", "content": "def median(xs): ..."},
+        {"role": "user", "content": "Thanks! Any weekend plans?"},
+    ]
+    local = DecisionEngine(
+        RouteIQSettings.model_validate({"router": str(artifact), "lambda": 20.0}),
+        RouterRegistry({artifact: LearnedRouter.load(artifact)}),
+    )
+    here = await local.decide(RouteRequest("chat", cands, messages=messages))
+    local.close()
+    engine, _, _ = remote([service.url])
+    there = await engine.decide(RouteRequest("chat", cands, messages=messages))
+    assert not local_id(there)  # decided by the service
+    assert (there.chosen, there.rule) == (here.chosen, here.rule) and "sticky:" in here.rule
+    assert [r.cost for r in there.candidates] == [r.cost for r in here.candidates]

@@ -38,6 +38,9 @@ class CandidateBody(_Body):
     input_cost_per_token: Cost | None = None
     output_cost_per_token: Cost | None = None
     weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    cached_cost: Cost | None = Field(
+        default=None, description="USD if the conversation stays here (its prompt cache)"
+    )
 
 
 class IdentityBody(_Body):
@@ -71,6 +74,10 @@ class RouteBody(_Body):
     group: Name = Field(description="the model group")
     candidates: Annotated[list[CandidateBody], Field(min_length=1, max_length=1024)]
     text: str | None = Field(default=None, description="the routing text (wins over messages)")
+    opening: str | None = Field(
+        default=None,
+        description="with text: the conversation's opening user turn (sticky conversations)",
+    )
     messages: list[dict[str, Any]] | None = None
     input: str | list[str] | None = None
     override: Any = Field(default=None, description="client trade-off override, if allowed")
@@ -133,10 +140,14 @@ def to_route_request(body: RouteBody, output_tokens: int, parent_span: Any = Non
         cost = c.cost
         if cost is None and c.input_cost_per_token is not None:
             cost = tokens * c.input_cost_per_token + output_tokens * (c.output_cost_per_token or 0)
-        cands.append(Candidate(name=c.name, model=c.model, cost=cost, weight=c.weight))
+        cands.append(
+            Candidate(c.name, c.model, cost=cost, weight=c.weight, cached_cost=c.cached_cost)
+        )
     messages = body.messages
     if body.text is not None:
         messages = [{"role": "user", "content": body.text}]
+        if body.opening is not None:  # a follow-up turn: the engine's sticky rule sees it
+            messages.insert(0, {"role": "user", "content": body.opening})
     return ServiceRouteRequest(
         group=body.group,
         candidates=cands,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from routeiq.data.prompts import PromptError, request_text
+from routeiq.data.prompts import PromptError, opening_text, request_text
 from routeiq.decision.decision import FALLBACK, Decision
 from routeiq.decision.rules import cheapest
 from routeiq.service.auth import read_token
@@ -113,10 +113,17 @@ class RemoteEngine(DecisionEngine):
         return {
             "group": request.group,
             "candidates": [
-                {"name": c.name, "model": c.model, "cost": c.cost, "weight": c.weight}
+                {
+                    "name": c.name,
+                    "model": c.model,
+                    "cost": c.cost,
+                    "weight": c.weight,
+                    "cached_cost": c.cached_cost,
+                }
                 for c in request.candidates
             ],
             "text": text[-self.settings.featurize_chars :],  # all the engine featurizes
+            "opening": _tail(opening_text(request.messages), self.settings.featurize_chars),
             "override": request.override,
             "failed": dict(request.failed),
             "excluded": blocked,
@@ -198,3 +205,7 @@ def _trace_headers(parent: Any) -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
+
+
+def _tail(text: str | None, chars: int) -> str | None:
+    return None if text is None else text[-chars:]
