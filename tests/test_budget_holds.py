@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from redis_helpers import redis_url
 from routeiq.online.budget_holds import BudgetHolds, BudgetHoldSettings, held_target
 from routeiq.router import Candidate
 from routeiq.serving import RouteRequest
@@ -34,14 +35,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def redis_url() -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return "redis://127.0.0.1:6379/0"
-    except OSError:
-        pytest.skip("Redis is not answering on 127.0.0.1:6379")
 
 
 HOLD = {"enabled": True, "bucket_s": 10.0, "horizon": 5, "min_requests": 20}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from redis_helpers import redis_url
 from routeiq.data.records import read_records
 from routeiq.online.store import RedisStore
 from routeiq.router import Candidate
@@ -55,14 +56,6 @@ def req(identity: Identity | None = None, text: str = CODE) -> RouteRequest:
 
 def quality_of(decision: Any, name: str) -> float:
     return next(r.predicted_quality for r in decision.candidates if r.name == name)
-
-
-def redis_url() -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return "redis://127.0.0.1:6379/0"
-    except OSError:
-        pytest.skip("Redis is not answering on 127.0.0.1:6379")
 
 
 # ------------------------------------------------------------------------------ scores

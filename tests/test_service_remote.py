@@ -23,6 +23,7 @@ import prometheus_client
 import pytest
 
 from proxy_helpers import free_port
+from redis_helpers import redis_url
 from routeiq.integrations.litellm.remote import RemoteEngine, ServiceDown, _trace_headers
 from routeiq.router import Candidate
 from routeiq.service.client import ServiceClient
@@ -38,14 +39,6 @@ CODE = "Write a Python function that computes the median of a list, with tests."
 CHAT = "Hi there! How are you doing this weekend? Any fun plans?"
 CANDS = (Candidate("strong", "gpt-4o", 0.0026), Candidate("cheap", "gpt-4o-mini", 0.00003))
 START_TIMEOUT_S = 60
-
-
-def redis_url() -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return "redis://127.0.0.1:6379/0"
-    except OSError:
-        pytest.skip("Redis is not answering on 127.0.0.1:6379")
 
 
 class Service:
