@@ -1,11 +1,14 @@
-"""A real 2-worker LiteLLM proxy deciding through 2 ``routeiq serve`` replicas: decisions are
-made by the replicas (ids carry their pids), joined with outcomes in the proxy's log, keep
-being remote when one replica dies, and fall back in the proxy (header
-``x-routeiq-fallback-reason: service: ...``) when both are gone."""
+"""A real 2-worker LiteLLM proxy deciding through 2 ``routeiq serve`` replicas, all sharing
+Redis: decisions are made by the replicas (ids carry their pids), joined with outcomes in the
+proxy's log, rated through either replica, keep being remote when one replica dies, fall back
+in the proxy (header ``x-routeiq-fallback-reason: service: ...``) when both are gone, and go
+remote again when the replicas are back, without restarting the proxy."""
 
 from __future__ import annotations
 
 import secrets
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ yaml = pytest.importorskip("yaml", reason="pyyaml is not installed")
 
 from litellm_helpers import CHAT, CHEAP_PRICE, CODE, STRONG_PRICE, deployment  # noqa: E402
 from proxy_helpers import free_port, log_lines, proxy_env, start_proxy, stop, wait_ready  # noqa: E402
+from redis_helpers import redis_url  # noqa: E402
 from test_service_remote import TOKEN, Service  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -27,7 +31,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def setup(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("proxy-service")
-    replicas = [Service(work, artifact), Service(work, artifact)]
+    shared = {"url": redis_url(), "prefix": f"routeiq-test-{uuid.uuid4().hex[:8]}"}
+    replicas = [Service(work, artifact, shared_state=shared) for _ in range(2)]
     log = work / "decisions.jsonl"
     config = work / "config.yaml"
     config.write_text(
@@ -46,6 +51,7 @@ def setup(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                     "decision_log": str(log),
                     # Generous: the proxy shares two cores with both replicas and the test.
                     "service": {"urls": [r.url for r in replicas], "timeout_ms": 2000},
+                    "shared_state": shared,
                 },
             }
         )
@@ -107,3 +113,28 @@ def test_one_replica_down_then_both(setup):
     for r in down:
         assert r.headers["x-routeiq-fallback-reason"].startswith("service: ")
         assert maker(r) not in (first.proc.pid, second.proc.pid)
+
+
+def test_restarted_replicas_take_over_again_without_a_proxy_restart(setup):
+    for replica in setup["replicas"]:
+        replica.start()  # same ports
+    pids = {r.proc.pid for r in setup["replicas"]}
+    deadline = time.monotonic() + 30
+    while True:  # the proxy's client breaker lets a trial through after its reset time
+        resp = post(setup, CODE)
+        if "x-routeiq-fallback-reason" not in resp.headers:
+            break
+        assert time.monotonic() < deadline, resp.headers["x-routeiq-fallback-reason"]
+        time.sleep(0.5)
+    assert maker(resp) in pids
+    # Feedback on a replica's decision is accepted by the other: contexts are in Redis.
+    decision_id = resp.headers["x-routeiq-decision-id"]
+    maker_pid = maker(resp)
+    other = next(r for r in setup["replicas"] if r.proc.pid != maker_pid)
+    deadline = time.monotonic() + 10  # the maker pushes its contexts every sync interval
+    while True:
+        status, body = other.post("/v1/feedback", {"decision_id": decision_id, "score": 1})
+        if status != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert status == 200 and body["decision_id"] == decision_id and body["score"] == 1.0, body
