@@ -48,7 +48,7 @@ from routeiq.online.store import LocalStore
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving.arms import ExperimentArms
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
-from routeiq.serving.feedback import Identity
+from routeiq.serving.feedback import Identity, UnknownDecision
 from routeiq.serving.guards import (
     GuardRefusal,
     Guards,
@@ -268,8 +268,17 @@ class DecisionEngine:
         return self.learning.feedback(decision_id, score, metric=metric, identity=identity)
 
     async def afeedback(self, decision_id: str, score: Any, **kwargs: Any) -> dict[str, Any]:
-        """:meth:`feedback` off the event loop (same arguments)."""
-        return await asyncio.to_thread(self.learning.feedback, decision_id, score, **kwargs)
+        """:meth:`feedback` off the event loop (same arguments). A decision unknown here is
+        tried once more after one sync interval: another worker may not have shared it yet."""
+        rate = self.learning.feedback
+        try:
+            return await asyncio.to_thread(rate, decision_id, score, **kwargs)
+        except UnknownDecision:
+            wait = self.learning.share_wait()
+            if wait is None:
+                raise
+        await asyncio.sleep(wait)
+        return await asyncio.to_thread(rate, decision_id, score, **kwargs)
 
     def close(self) -> None:
         """Stop the scoring threads (in-flight scores finish), flush the decision log and

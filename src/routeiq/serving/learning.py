@@ -209,6 +209,14 @@ class LearningLoop:
         self.store.push(context.online_key, delta)
         return True
 
+    def share_wait(self) -> float | None:
+        """How long a decision made on another worker may take to reach this one (its context
+        is pushed every sync interval); None when contexts are not shared or Redis is down."""
+        interval = getattr(self.store, "sync_interval_s", None)
+        if interval is None or not getattr(self.store, "healthy", False):
+            return None
+        return min(float(interval) + 0.25, 5.0)
+
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.feedback.labels(result).inc()

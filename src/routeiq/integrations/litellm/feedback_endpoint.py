@@ -265,10 +265,7 @@ def _invalid_param(exc: FeedbackError) -> str | None:
 
 def _retry_wait(engine: Any) -> float | None:
     """How long to wait before retrying an unknown decision: it may not be shared yet."""
-    store = _shared_store(engine)
-    if store is None or not store.healthy:
-        return None
-    return min(float(store.sync_interval_s) + 0.25, 5.0)
+    return engine.learning.share_wait()
 
 
 async def _rate_one(
