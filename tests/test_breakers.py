@@ -23,7 +23,8 @@ from routeiq.resilience.breakers import CircuitBreakers
 from routeiq.router import Candidate
 from routeiq.serving import NoCandidatesError, RouteRequest
 from routeiq.serving.guards import Outcome, build_guards
-from routeiq.serving.settings import RouteIQConfigError, parse_settings
+from routeiq.serving.settings import RouteIQConfigError
+from routeiq.serving.settings_file import parse_settings
 from test_feedback import redis_cluster  # noqa: F401  (the 3-node Redis Cluster fixture)
 
 CODE = "Write a Python function that computes the median of a list, with tests."

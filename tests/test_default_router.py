@@ -23,7 +23,7 @@ from routeiq.default_router.build import (
 )
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving import RouteIQSettings, RouterRegistry
-from routeiq.serving.settings import parse_settings
+from routeiq.serving.settings_file import parse_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = "Write a python function to check whether the given number is a perfect square or not."

@@ -391,7 +391,8 @@ async def test_batch_import_is_checked_line_by_line_and_all_or_nothing(make_engi
 
 
 def test_shared_state_needs_a_redis_url():
-    from routeiq.serving.settings import RouteIQConfigError, parse_settings
+    from routeiq.serving.settings import RouteIQConfigError
+    from routeiq.serving.settings_file import parse_settings
 
     with pytest.raises(RouteIQConfigError, match=r"shared_state\.url must be redis://"):
         parse_settings({"shared_state": {"url": "http://127.0.0.1:6379"}})

@@ -18,10 +18,9 @@ from routeiq.cli.main import app
 from routeiq.migrate import (
     CALLBACK,
     SAME_FAMILY,
-    MigrationError,
     migrate,
-    read_env_file,
 )
+from routeiq.migrate_files import MigrationError, read_env_file
 from routeiq.serving.settings import RouteIQSettings
 from routeiq.strategies import quality_model_names
 

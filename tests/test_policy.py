@@ -22,7 +22,8 @@ from routeiq.security.policy_source import split_statements
 from routeiq.serving import RouteRequest
 from routeiq.serving.feedback import Identity
 from routeiq.serving.guards import build_guards
-from routeiq.serving.settings import RouteIQConfigError, RouteIQSettings, parse_settings
+from routeiq.serving.settings import RouteIQConfigError, RouteIQSettings
+from routeiq.serving.settings_file import parse_settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "policies"

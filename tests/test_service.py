@@ -343,7 +343,7 @@ def _render(template: str, values: dict[str, Any]) -> str:
 def test_deploy_files_parse_and_agree_on_ports_and_paths():
     import yaml
 
-    from routeiq.serving.settings import parse_settings
+    from routeiq.serving.settings_file import parse_settings
 
     deploy = REPO / "deploy"
     compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())

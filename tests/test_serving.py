@@ -285,7 +285,7 @@ async def test_backlogged_scoring_jobs_are_skipped(make_engine, slow_router):
     # One worker, busy with the first job that started (0.3 s, or until the gate opens, long
     # after every deadline): the jobs queued behind it were cancelled while queued, or skipped
     # as expired when they started. This runs after all of them.
-    await asyncio.wrap_future(engine._executor.submit(lambda: None))
+    await asyncio.wrap_future(engine.scorer.executor.submit(lambda: None))
     assert len(calls) <= 1, calls
 
 

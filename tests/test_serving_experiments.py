@@ -11,7 +11,8 @@ from routeiq.data.records import read_records
 from routeiq.experiments import analyze
 from routeiq.router import Candidate
 from routeiq.serving import RouteRequest
-from routeiq.serving.settings import RouteIQConfigError, parse_settings
+from routeiq.serving.settings import RouteIQConfigError
+from routeiq.serving.settings_file import parse_settings
 
 CODE = "Write a Python function that computes the median of a list, with tests."
 CANDS = (Candidate("strong", "gpt-4o", 0.0026), Candidate("cheap", "gpt-4o-mini", 0.00003))

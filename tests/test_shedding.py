@@ -36,7 +36,8 @@ from routeiq.resilience.shedding import (  # noqa: E402
     SheddingError,
     SheddingSettings,
 )
-from routeiq.serving.settings import RouteIQConfigError, parse_settings  # noqa: E402
+from routeiq.serving.settings import RouteIQConfigError  # noqa: E402
+from routeiq.serving.settings_file import parse_settings  # noqa: E402
 from routeiq.telemetry.metrics import RouteIQMetrics  # noqa: E402
 
 WAIT_S = 10.0  # bound on every wait below (they normally take milliseconds)

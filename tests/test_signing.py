@@ -23,7 +23,8 @@ from routeiq.security.signing import (
     write_keypair,
 )
 from routeiq.serving.registry import load_router, load_routers
-from routeiq.serving.settings import RouteIQConfigError, parse_settings
+from routeiq.serving.settings import RouteIQConfigError
+from routeiq.serving.settings_file import parse_settings
 
 runner = CliRunner()
 

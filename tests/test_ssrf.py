@@ -248,7 +248,8 @@ def test_settings_are_validated_with_clear_errors() -> None:
         SSRFSettings(allow_ports=[0])
     with pytest.raises(ValidationError, match="Extra inputs"):
         SSRFSettings.model_validate({"enabled": True, "allow_cidr": ["10.0.0.0/8"]})
-    from routeiq.serving.settings import RouteIQConfigError, parse_settings
+    from routeiq.serving.settings import RouteIQConfigError
+    from routeiq.serving.settings_file import parse_settings
 
     assert parse_settings({}).ssrf.enabled is False  # off unless configured
     with pytest.raises(RouteIQConfigError, match=r"ssrf\.allow_cidrs"):
@@ -474,7 +475,8 @@ def _dep(ident: str, api_base: str | None) -> dict[str, Any]:
 def test_validate_refuses_bad_deployment_urls_only_when_enabled() -> None:
     from routeiq.integrations.litellm.installer import validate
     from routeiq.serving.registry import RouterRegistry
-    from routeiq.serving.settings import RouteIQConfigError, parse_settings
+    from routeiq.serving.settings import RouteIQConfigError
+    from routeiq.serving.settings_file import parse_settings
 
     deps = [
         _dep("mock", None),

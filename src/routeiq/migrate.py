@@ -1,24 +1,21 @@
 """Translate an old RouteIQ gateway (0.2 / 1.0rc) config into stock LiteLLM + RouteIQ settings.
 
-``migrate(read_old_config("config.yaml"), read_env_file(".env"))`` returns a
+``migrate(read_old_config("config.yaml"), read_env_file(".env"))`` (the readers are in
+:mod:`routeiq.migrate_files`) returns a
 :class:`Migration`: the new ``router_settings`` / ``litellm_settings`` / ``routeiq_settings``
 sections for what carries over, and one :class:`Note` per old setting saying where it went or
 why it was dropped. :meth:`Migration.to_yaml` renders both (the notes as YAML comments).
 The full table is in ``docs/migration.md``; ``routeiq migrate`` is the command line.
 
-Sections other engineers add to :class:`~routeiq.serving.settings.RouteIQSettings`
-(``hot_reload``, ``shedding``, ``policies``...) are used when the installed version has them
-and each generated section is validated on its own: what would not validate is reported, not
-emitted.
+Each generated section of :class:`~routeiq.serving.settings.RouteIQSettings` is validated on
+its own: what would not validate is reported, not emitted.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,10 +51,6 @@ NO_EQUIVALENT = {
 }
 DEFAULT_QUALITY_MODEL = "ensemble"
 EXPERIMENT_SALT = "migrated-from-routeiq-gateway"
-
-
-class MigrationError(ValueError):
-    """The old config cannot be read (missing, not YAML, not a mapping)."""
 
 
 @dataclass(frozen=True)
@@ -103,52 +96,6 @@ class Migration:
             lines += [f"#   {n.old}: {n.why}" for n in self.dropped]
         body = yaml.safe_dump(self.sections, sort_keys=False, default_flow_style=False)
         return "\n".join(lines) + "\n" + body
-
-
-def read_old_config(path: str | Path) -> dict[str, Any]:
-    """The old gateway's YAML config as a mapping; :class:`MigrationError` otherwise."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MigrationError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MigrationError(f"{path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise MigrationError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise MigrationError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
-    return data
-
-
-_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
-
-def read_env_file(path: str | Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``export``, quotes and ``#`` comments allowed) of a ``.env`` file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MigrationError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MigrationError(f"{path}: cannot read: {exc}") from None
-    env: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _ENV_LINE.match(line)
-        if match is None:
-            raise MigrationError(f"{path}:{number}: expected KEY=VALUE, got {line.strip()!r}")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        env[key] = value
-    return env
 
 
 def _truthy(value: Any) -> bool:
@@ -285,8 +232,6 @@ def _environment(
         why = (
             "set signing: {public_keys: [...], require_signature: true} with your keys "
             "(`routeiq sign`), or pin router_digest"
-            if "signing" in RouteIQSettings.model_fields
-            else "planned: signing; meanwhile pin routeiq_settings.router_digest"
         )
         m.notes.append(Note(f"env LLMROUTER_ENFORCE_SIGNED_MODELS ({value})", None, why))
     if "ROUTEIQ_MAX_CONCURRENT_REQUESTS" in env:
@@ -305,11 +250,7 @@ def _environment(
         if str(value).endswith(".cedar"):
             _section(m, settings, "policies", {"file": value}, f"env {key}")
         else:
-            why = (
-                "old policy rules are not Cedar: rewrite them and set policies: {file: ...}"
-                if "policies" in RouteIQSettings.model_fields
-                else "planned: policies"
-            )
+            why = "old policy rules are not Cedar: rewrite them and set policies: {file: ...}"
             m.notes.append(Note(f"env {key} ({value})", None, why))
     for key in sorted(k for k in env if k.startswith(("LLMROUTER_", "ROUTEIQ_"))):
         m.notes.append(Note(f"env {key}", None, "unknown old setting"))

@@ -26,7 +26,8 @@ def migrate_command(
     What cannot be carried over is listed as YAML comments at the top (and counted on
     stderr); see docs/migration.md for the full table.
     """
-    from routeiq.migrate import MigrationError, migrate, read_env_file, read_old_config
+    from routeiq.migrate import migrate
+    from routeiq.migrate_files import MigrationError, read_env_file, read_old_config
 
     try:
         old = read_old_config(config)

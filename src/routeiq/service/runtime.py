@@ -23,7 +23,7 @@ from routeiq.serving.guards import build_guards
 from routeiq.serving.registry import RouterRegistry, load_routers
 from routeiq.serving.reload import watch_routers
 from routeiq.serving.settings import SETTINGS_KEY, RouteIQConfigError, RouteIQSettings
-from routeiq.serving.settings import parse_settings as _parse
+from routeiq.serving.settings_file import parse_settings as _parse
 from routeiq.telemetry.metrics import RouteIQMetrics
 
 OPTIONS_ENV = "ROUTEIQ_SERVICE_OPTIONS"

@@ -10,8 +10,8 @@ from routeiq.serving.settings import (
     ResolvedGroup,
     RouteIQConfigError,
     RouteIQSettings,
-    parse_settings,
 )
+from routeiq.serving.settings_file import parse_settings
 
 __all__ = [
     "OVERRIDE_KEY",

@@ -19,9 +19,7 @@ The rule, in order:
    rule**, the cheapest candidate (unknown prices last), with a ``fallback_reason``: a request
    LiteLLM would serve is never refused here.
 
-Featurize + score runs inline (on the event loop) when the router's featurizer is known to
-be sub-millisecond (``scoring: auto`` with lexical features; a thread hop would cost a turn
-of a busy loop) and in a thread pool bounded by ``decision_timeout_ms`` otherwise.
+Featurize + score runs inline or in a bounded thread pool (:mod:`routeiq.serving.scoring`).
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +40,9 @@ from routeiq.decision.decision import FALLBACK, Decision
 from routeiq.decision.exploration import Exploration
 from routeiq.decision.rules import DEFAULT_RULE, cheapest, decide, pinned, shuffle
 from routeiq.online.budget_holds import BudgetHolds, held_target
-from routeiq.online.router import OnlineContext, OnlineRouter
+from routeiq.online.router import OnlineContext
 from routeiq.online.store import LocalStore
-from routeiq.router import Candidate, LearnedRouter
+from routeiq.router import Candidate
 from routeiq.serving.arms import ExperimentArms
 from routeiq.serving.decision_log import DecisionLog, outcome_fields
 from routeiq.serving.feedback import Identity, UnknownDecision
@@ -61,6 +58,7 @@ from routeiq.serving.learning import LearningLoop, build_store
 from routeiq.serving.logged_prompt import logged_prompt
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry
+from routeiq.serving.scoring import Scorer, ScoringExpired
 from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
 from routeiq.serving.sticky import stay, stay_inputs
 from routeiq.telemetry.metrics import RouteIQMetrics
@@ -99,31 +97,6 @@ class RouteRequest:
     input_tokens: int | None = None  # estimated, of the whole request
     redact: bool = False  # the caller asked that no message text be logged (LiteLLM's
     # turn_off_message_logging): the decision log keeps at most the features
-
-
-class _Expired(Exception):
-    """The scoring job started after its deadline (queue backlog): skipped."""
-
-
-def _score(
-    learned: LearnedRouter,
-    text: str,
-    candidates: Sequence[Candidate],
-    tradeoff: Tradeoff,
-    deadline: float | None,
-    online: OnlineRouter | None = None,
-    opening: str | None = None,
-) -> tuple[Any, float, str | None, float, OnlineContext | None, Any]:
-    # In a scoring thread, a job that waited past its deadline is skipped: its caller already
-    # fell back, and scoring it anyway would only lengthen the backlog.
-    if deadline is not None and time.monotonic() > deadline:
-        raise _Expired
-    started = time.perf_counter()
-    lam, rule = learned.tradeoff(tradeoff.lam, tradeoff.target)
-    resolved, context = learned.score_online(text, candidates, online)
-    # A follow-up turn: how its conversation's opening turn was decided (sticky routing).
-    first = None if opening is None else learned.score_online(opening, candidates, online)[0]
-    return resolved, lam, rule, time.perf_counter() - started, context, first
 
 
 def _columns(cands: Sequence[Candidate]) -> tuple[list[str], list[str], list[float | None]]:
@@ -176,10 +149,7 @@ class DecisionEngine:
         # read os.urandom, a syscall that drops the GIL (bench/gil_contention.py).
         self._id_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
         self._ids = itertools.count()
-        # Threads start on first use: inline scoring never creates one.
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.threads, thread_name_prefix="routeiq-score"
-        )
+        self.scorer = Scorer(settings)  # inline scoring never starts a thread
 
     def group(self, name: str) -> ResolvedGroup:
         """Effective settings of a group, resolved once (names come from clients: bounded)."""
@@ -283,7 +253,7 @@ class DecisionEngine:
     def close(self) -> None:
         """Stop the scoring threads (in-flight scores finish), flush the decision log and
         the shared online state."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.scorer.close()
         self.registry.close()  # stops the hot-reload watcher, if any
         self.guards.close()
         self.budgets.close()
@@ -367,10 +337,10 @@ class DecisionEngine:
         if opening is not None:
             opening = opening[-self.settings.featurize_chars :]
         try:
-            resolved, lam, rule, scoring_s, octx, first = await self._run_scoring(
+            resolved, lam, rule, scoring_s, octx, first = await self.scorer.run(
                 learned, tail, cands, tradeoff, online, opening
             )
-        except (TimeoutError, _Expired):
+        except (TimeoutError, ScoringExpired):
             ms = self.settings.decision_timeout_ms
             return fallback(f"timeout: no decision within {ms:g} ms"), text, None, None
         except Exception as exc:
@@ -417,30 +387,6 @@ class DecisionEngine:
             self.budgets.observe(budget_key, resolved.quality, resolved.cost, float(spent))
         online_ctx = None if octx is None or online_key is None else (online_key, octx)
         return decision, text, learned.digest or None, online_ctx
-
-    async def _run_scoring(
-        self,
-        learned: LearnedRouter,
-        text: str,
-        cands: list[Candidate],
-        tradeoff: Tradeoff,
-        online: OnlineRouter | None,
-        opening: str | None = None,
-    ) -> tuple[Any, float, str | None, float, OnlineContext | None, Any]:
-        scoring = self.settings.scoring
-        inline = scoring == "inline" or (
-            scoring == "auto" and getattr(learned.featurizer, "inline_safe", False)
-        )
-        if tradeoff.target is not None and not learned.is_calibrated(tradeoff.target):
-            inline = False  # a new client target calibrates for milliseconds: off the loop
-        if inline:
-            return _score(learned, text, cands, tradeoff, None, online, opening)
-        timeout = self.settings.decision_timeout_ms / 1000.0
-        deadline = time.monotonic() + timeout
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, _score, learned, text, cands, tradeoff, deadline, online, opening
-        )
-        return await asyncio.wait_for(future, timeout)
 
     @staticmethod
     def _noted(

@@ -13,12 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from routeiq.serving.settings import (
-    SETTINGS_KEY,
-    RouteIQConfigError,
-    RouteIQSettings,
-    parse_settings,
-)
+from routeiq.serving.settings import SETTINGS_KEY, RouteIQConfigError, RouteIQSettings
+from routeiq.serving.settings_file import parse_settings
 
 
 def load_settings_file(path: str | Path) -> RouteIQSettings:
