@@ -1,11 +1,13 @@
 """Train every router on both shared datasets, evaluate on their test splits, time decisions.
 
     python bench/routers.py [--datasets ../shared/datasets] [--featurizers lexical,minilm]
-                            [--routers all] [--markdown bench/results.md]
+                            [--routers all] [--context task] [--markdown bench/results.md]
 
 Prints one table per dataset and featurizer (AIQ, log-cost AIQ, best quality and its cost, cost
 to match the best single model, APGR/CPT for best-vs-cheapest, a calibrated "quality>=1.0"
-target measured on test, training time) and one decision-latency table per dataset: p50/p99 of
+target measured on test, training time; with ``--context``, each router again with the
+request context blended in and every row's AIQ difference to the task lookup with a 95% paired
+bootstrap interval) and one decision-latency table per dataset: p50/p99 of
 the decision with features precomputed (quality model + decision rule) and end to end (prompt
 string in, choice out, featurization included). One thread, one process.
 """
@@ -25,8 +27,8 @@ from routeiq.decision import decide
 from routeiq.evaluation.runner import ALL_ROUTERS, run_evaluation, train_test
 from routeiq.features import make_featurizer
 from routeiq.features.cache import CachedFeaturizer
+from routeiq.quality import make_quality_model
 from routeiq.router import LearnedRouter
-from routeiq.strategies import make_quality_model
 
 DATASETS = {
     "routerbench": "routerbench/routerbench_0shot_arc_mbpp_winogrande.csv",
@@ -48,17 +50,19 @@ def quality_table(name: str, summary: dict) -> list[str]:
         f"APGR/CPT pair: {pair}" if pair else "",
         "",
         "| router | AIQ | log-AIQ | best quality | its $/query | $ to match best | APGR | CPT50 "
-        "| CPT80 | target quality | target $ frac | fit s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPT80 | target quality | target $ frac | AIQ vs task lookup [95%] | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
+        diff = r.get("aiq_vs_task_lookup")
+        vs = f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]" if diff else "-"
         lines.append(
             f"| {r['router']} | {fmt(r['aiq'], '.4f')} | {fmt(r['log_aiq'], '.4f')} "
             f"| {fmt(r['best_quality'], '.4f')} | {fmt(r['best_quality_cost'], '.6f')} "
             f"| {fmt(r['cost_to_match_best_fraction'], '.3f')} | {fmt(r.get('apgr'), '.3f')} "
             f"| {fmt(r.get('cpt50'), '.3f')} | {fmt(r.get('cpt80'), '.3f')} "
             f"| {fmt(r.get('target_quality'), '.4f')} "
-            f"| {fmt(r.get('target_cost_fraction'), '.3f')} "
+            f"| {fmt(r.get('target_cost_fraction'), '.3f')} | {vs} "
             f"| {fmt(r.get('fit_seconds'), '.1f')} |"
         )
     return lines
@@ -130,6 +134,11 @@ def main() -> None:
     )
     parser.add_argument("--featurizers", default="lexical")
     parser.add_argument("--routers", default="all")
+    parser.add_argument(
+        "--context",
+        default="",
+        help="Context fields to blend in too, e.g. task (default none).",
+    )
     parser.add_argument("--latency-featurizers", default="lexical,minilm")
     parser.add_argument(
         "--latency-only",
@@ -148,12 +157,13 @@ def main() -> None:
                 dataset,
                 featurizer=featurizer,
                 routers=routers,
+                context=[f for f in args.context.split(",") if f],
                 on_step=lambda r, label=label: print(f"  {label}: {r}", flush=True),
             )
             block = quality_table(name, summary)
             print("\n".join(block), "\n", flush=True)
             out += [*block, ""]
-        for featurizer in args.latency_featurizers.split(","):
+        for featurizer in [f for f in args.latency_featurizers.split(",") if f]:
             block = latency_table(name, dataset, routers, featurizer)
             print("\n".join(block), "\n", flush=True)
             out += [*block, ""]

@@ -60,13 +60,13 @@ async def test_a_budget_target_is_held_as_the_mix_turns_expensive(make_engine):
         {"lambda": None, "target": target, "hold_budget": HOLD},
         budgets=BudgetHolds(None, clock=clock),
     )
-    # Calibrated offline on the demo traffic (half chat), the budget allows the strong model
-    # for code; on code-only traffic that overspends.
+    # Calibrated offline on the demo traffic (half chat; robustly, so with some margin), the
+    # budget allows the strong model for code; on code-only traffic that overspends.
     fixed_spend, _ = await spend_per_1k(fixed, Clock(), 100)
     await spend_per_1k(held, clock, 100)  # settling: the first buckets use the group lambda
     held_spend, decisions = await spend_per_1k(held, clock, 400)
     print(f"spend per 1,000: fixed lambda {fixed_spend:.2f}, held {held_spend:.2f} (target 1.0)")
-    assert fixed_spend > 2.0
+    assert fixed_spend > 1.5  # measured 1.96 (2.60 before robust calibration)
     assert 0.7 < held_spend < 1.3, held_spend
     assert "budget<=1 held online" in decisions[-1].rule
     assert {d.chosen for d in decisions} == {"strong", "cheap"}  # still routes, by quality

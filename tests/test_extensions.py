@@ -22,16 +22,16 @@ from routeiq.data.records import dataset_to_records, write_records
 from routeiq.extensions import ExtensionError, Provider, ShadowedExtensionWarning
 from routeiq.features import FEATURIZER_REGISTRY, featurizer_class, featurizers
 from routeiq.integrations.litellm.demo import demo_dataset
-from routeiq.router import LearnedRouter
-from routeiq.serving import DecisionEngine, RouteIQSettings, RouteRequest, RouterRegistry
-from routeiq.serving.registry import load_routers
-from routeiq.strategies import (
+from routeiq.quality import (
     QUALITY_MODEL_REGISTRY,
     KNNQuality,
     make_quality_model,
     quality_model_class,
     quality_models,
 )
+from routeiq.router import LearnedRouter
+from routeiq.serving import DecisionEngine, RouteIQSettings, RouteRequest, RouterRegistry
+from routeiq.serving.registry import load_routers
 from routeiq.telemetry.metrics import RouteIQMetrics
 
 DIST = "routeiq-example-ext"

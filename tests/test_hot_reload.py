@@ -27,9 +27,10 @@ from routeiq.integrations.litellm.demo import CHEAP, STRONG, build_demo_router
 from routeiq.integrations.litellm.installer import build_engine
 from routeiq.router import Candidate
 from routeiq.security.signing import publish_signed, sign_artifact, write_keypair
-from routeiq.serving.engine import DecisionEngine, RouteRequest
+from routeiq.serving.engine import DecisionEngine
 from routeiq.serving.registry import RouterRegistry, load_routers
 from routeiq.serving.reload import RouterReloader
+from routeiq.serving.request import RouteRequest
 from routeiq.serving.settings import RouteIQSettings
 from routeiq.telemetry.metrics import RouteIQMetrics
 

@@ -21,8 +21,8 @@ from routeiq.migrate import (
     migrate,
 )
 from routeiq.migrate_files import MigrationError, read_env_file
+from routeiq.quality import quality_model_names
 from routeiq.serving.settings import RouteIQSettings
-from routeiq.strategies import quality_model_names
 
 OLD = Path(__file__).parent / "data" / "old_gateway_config.yaml"
 OLD_ENV = """\

@@ -125,8 +125,8 @@ def test_an_empty_log_is_an_error() -> None:
 def demo():
     from routeiq.features.lexical import LexicalFeaturizer
     from routeiq.integrations.litellm.demo import demo_dataset
+    from routeiq.quality.linear import LogisticQuality
     from routeiq.router import LearnedRouter
-    from routeiq.strategies.linear import LogisticQuality
 
     data = demo_dataset(seed=2)
     router = LearnedRouter(

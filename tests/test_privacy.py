@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from routeiq.cli.main import app
 from routeiq.data.loaders import load_dataset
 from routeiq.features.lexical import LexicalFeaturizer
+from routeiq.quality.linear import LogisticQuality
 from routeiq.router import Candidate, LearnedRouter
 from routeiq.serving import DecisionEngine, DecisionLog, RouteIQSettings, RouteRequest
 from routeiq.serving.registry import RouterRegistry
-from routeiq.strategies.linear import LogisticQuality
 from routeiq.telemetry.metrics import RouteIQMetrics
 
 MARKER = "zebra-7731-quokka"  # appears only in prompts

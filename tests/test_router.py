@@ -9,8 +9,8 @@ from routeiq.artifacts import ArtifactError
 from routeiq.data.loaders import load_routerbench
 from routeiq.data.prompts import PromptError
 from routeiq.features import make_featurizer
+from routeiq.quality import make_quality_model
 from routeiq.router import Candidate, LearnedRouter
-from routeiq.strategies import make_quality_model
 
 CODE = "Write a python function to find the longest common subsequence of two strings."
 

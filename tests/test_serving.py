@@ -215,7 +215,7 @@ async def test_prompt_over_max_prompt_chars_falls_back(make_engine, metrics):
 async def test_router_error_falls_back(make_engine, artifact, metrics, scoring, caplog):
     broken = LearnedRouter.load(artifact)
 
-    def boom(text: str, candidates: Any, online: Any) -> Any:
+    def boom(text: str, candidates: Any, online: Any, context: Any = None) -> Any:
         raise RuntimeError("model file corrupted")
 
     broken.score_online = boom  # type: ignore[method-assign]
@@ -235,10 +235,10 @@ def slow_router(artifact: Path) -> Iterator[tuple[LearnedRouter, threading.Event
     gate, calls = threading.Event(), []
     score = slow.score_online
 
-    def sleepy(text: str, candidates: Any, online: Any) -> Any:
+    def sleepy(text: str, candidates: Any, online: Any, context: Any = None) -> Any:
         calls.append(text)
         gate.wait(0.3)
-        return score(text, candidates, online)
+        return score(text, candidates, online, context)
 
     slow.score_online = sleepy  # type: ignore[method-assign]
     yield slow, gate, calls

@@ -2,34 +2,36 @@
 
 from __future__ import annotations
 
-import math
+import copy
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-from routeiq.artifacts import ArtifactError, read_artifact, write_artifact
 from routeiq.data.dataset import DataError, RoutingDataset
 from routeiq.data.prices import estimate_tokens
 from routeiq.data.prompts import Prompt, prompt_text
-from routeiq.decision.calibrate import Calibration, Target, calibrate_lambda, parse_target
+from routeiq.decision.calibrate import (
+    DEFAULT_CONFIDENCE,
+    Calibration,
+    calibrate_lambda,
+    check_confidence,
+)
 from routeiq.decision.choice import check_lambda
 from routeiq.decision.cost_model import CostModel
 from routeiq.decision.decision import Decision
 from routeiq.decision.rules import decide
+from routeiq.decision.targets import Target, parse_target
 from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
-from routeiq.estimator import Estimator
-from routeiq.features import FEATURIZER_REGISTRY
 from routeiq.features.base import Featurizer, featurizer_digest
+from routeiq.features.context import Context
 from routeiq.online.router import OnlineContext, OnlineRouter
-from routeiq.strategies import QUALITY_MODEL_REGISTRY
-from routeiq.strategies.base import QualityModel
+from routeiq.quality.base import QualityModel
+from routeiq.quality.context import ContextModel
 
-ARTIFACT_FORMAT = 1
 MAX_CACHED_TARGETS = 256
 
 
@@ -51,13 +53,6 @@ class Candidate:
     cached_cost: float | None = None
 
 
-def _library_version() -> str:
-    try:
-        return version("routeiq-router")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 class LearnedRouter:
     """Routes each prompt to the candidate with the best predicted quality - lambda * cost.
 
@@ -76,9 +71,11 @@ class LearnedRouter:
         cv_folds: int = 5,
         aliases: Mapping[str, str] | None = None,
         random_state: int = 0,
+        context: ContextModel | None = None,
     ) -> None:
         self.featurizer = featurizer
         self.quality_model = quality_model
+        self.context = context
         self.lam = check_lambda(lam)
         self.target = parse_target(target) if isinstance(target, str) else target
         self.cv_folds = cv_folds
@@ -111,6 +108,8 @@ class LearnedRouter:
         self.models_ = list(data.models)
         self.training_digest_ = data.digest()
         self.calibration_ = self._out_of_fold(X, tokens, data)
+        if self.context is not None:
+            self._fit_context(data, X)
         self.target_met_: bool | None = None
         if self.target is not None:
             cal = self.calibrate(self.target)
@@ -134,6 +133,39 @@ class LearnedRouter:
         for i in np.flatnonzero(np.isnan(tokens)):
             tokens[i] = estimate_tokens(data.prompts[i])
         return X, tokens
+
+    def with_context(self, context: ContextModel, dataset: RoutingDataset) -> LearnedRouter:
+        """A copy of this fitted router that blends in ``context``, fitted on ``dataset`` (the
+        data this router was trained on; its text model is shared, not retrained)."""
+        self._check_fitted()
+        if self.context is not None:
+            raise ValueError("this router already blends a context model")
+        data = dataset.labelled()
+        if data.digest() != self.training_digest_:
+            raise DataError("with_context needs the data this router was trained on")
+        new = copy.copy(self)
+        new.context = context
+        new.calibration_ = dict(self.calibration_)
+        new._calibrations = {}
+        new._lock = threading.Lock()
+        new.digest = ""
+        if data.features is not None:
+            X = self._logged(data, False)[0]
+        else:
+            X = self.featurizer.transform(data.prompts)
+        new._fit_context(data, X)
+        if new.target is not None:
+            cal = new.calibrate(new.target)
+            new.lam, new.target_met_ = cal.lam, cal.met
+        return new
+
+    def _fit_context(self, data: RoutingDataset, X: np.ndarray) -> None:
+        """Fit the context model on the out-of-fold text predictions; calibration then uses
+        its out-of-fold blend (what serving does)."""
+        assert self.context is not None
+        cal = self.calibration_
+        self.context.fit(data.context_rows(), cal["true_quality"], cal["predicted_quality"], X)
+        cal["predicted_quality"] = self.context.oof_predictions
 
     @property
     def featurizer_digest(self) -> str:
@@ -168,24 +200,48 @@ class LearnedRouter:
             fold_model = model_type(**params).fit(X[train], data.quality[train], data.cost[train])
             pred[held] = fold_model.predict(X[held])
         cost = np.where(np.isnan(data.cost), self.cost_model.predict(tokens), data.cost)
-        return {"predicted_quality": pred, "cost": cost, "true_quality": data.quality}
+        out = {"predicted_quality": pred, "cost": cost, "true_quality": data.quality}
+        # The task of each row (integer codes), when the data names more than one: robust
+        # calibration resamples the mix of tasks. Artifacts without it resample rows.
+        tasks = list(data.tasks) if data.tasks else []
+        if len(set(tasks)) > 1:
+            out["group"] = np.unique(np.array(tasks, dtype=str), return_inverse=True)[1]
+        return out
 
-    def is_calibrated(self, target: str | Target) -> bool:
+    def is_calibrated(
+        self, target: str | Target, *, confidence: float | None = DEFAULT_CONFIDENCE
+    ) -> bool:
         """Whether ``target`` is already calibrated (a cache hit costs nothing)."""
         target = parse_target(target) if isinstance(target, str) else target
-        return repr(target) in self._calibrations
+        return f"{target!r}@{check_confidence(confidence)}" in self._calibrations
 
-    def calibrate(self, target: str | Target) -> Calibration:
-        """Lambda meeting ``target`` on the stored out-of-fold predictions (cached per target)."""
+    def calibrate(
+        self, target: str | Target, *, confidence: float | None = DEFAULT_CONFIDENCE
+    ) -> Calibration:
+        """Lambda meeting ``target`` on the stored out-of-fold predictions (cached per target).
+
+        ``confidence`` (default 0.9): the target must hold in that fraction of resampled mixes
+        of the training tasks (of rows, when the data names no tasks), so that it holds on
+        traffic whose mix differs; None meets it on average over the training rows (see
+        :mod:`routeiq.decision.calibrate`).
+        """
         self._check_fitted()
         target = parse_target(target) if isinstance(target, str) else target
-        key = repr(target)
+        confidence = check_confidence(confidence)
+        key = f"{target!r}@{confidence}"  # one entry per target and confidence
         cached = self._calibrations.get(key)
         if cached is not None:
             return cached
         # Calibrate outside the lock: a slow new target must not hold up other threads.
         cal = self.calibration_
-        fresh = calibrate_lambda(target, cal["predicted_quality"], cal["cost"], cal["true_quality"])
+        fresh = calibrate_lambda(
+            target,
+            cal["predicted_quality"],
+            cal["cost"],
+            cal["true_quality"],
+            groups=cal.get("group"),  # absent in older artifacts: rows are resampled
+            confidence=confidence,
+        )
         with self._lock:
             # Targets can come from clients (per-request overrides): keep the cache bounded.
             if key not in self._calibrations and len(self._calibrations) >= MAX_CACHED_TARGETS:
@@ -194,9 +250,17 @@ class LearnedRouter:
 
     # -- inference --------------------------------------------------------------------------
 
-    def predict_quality(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_quality(
+        self, texts: Sequence[str], contexts: Sequence[Context | None] | None = None
+    ) -> np.ndarray:
+        """(n, m) predicted quality; ``contexts`` (one per text) blend in the context model."""
         self._check_fitted()
-        return self.quality_model.predict(self.featurizer.transform(list(texts)))
+        X = self.featurizer.transform(list(texts))
+        quality = self.quality_model.predict(X)
+        if self.context is not None:
+            rows = contexts if contexts is not None else [None] * len(X)
+            quality = self.context.apply(quality, rows, X)
+        return quality
 
     def predict_cost(self, texts: Sequence[str]) -> np.ndarray:
         self._check_fitted()
@@ -218,25 +282,34 @@ class LearnedRouter:
             return self.lam, self.target.rule(self.lam) + ("" if met else " (target not met)")
         return self.lam, None
 
-    def score(self, text: str, candidates: Sequence[Candidate]) -> ResolvedCandidates:
-        """Predicted quality and cost of each candidate for one routing text.
+    def score(
+        self, text: str, candidates: Sequence[Candidate], context: Context | None = None
+    ) -> ResolvedCandidates:
+        """Predicted quality and cost of each candidate for one routing text (and request
+        context, when the router learned from one).
 
         Candidates the router does not know are mapped by the unknown-model rule
         (:mod:`routeiq.decision.unknown`); a candidate's own ``cost`` wins over the cost model.
         """
-        return self.score_online(text, candidates, None)[0]
+        return self.score_online(text, candidates, None, context)[0]
 
     def score_online(
-        self, text: str, candidates: Sequence[Candidate], online: OnlineRouter | None
+        self,
+        text: str,
+        candidates: Sequence[Candidate],
+        online: OnlineRouter | None,
+        context: Context | None = None,
     ) -> tuple[ResolvedCandidates, OnlineContext | None]:
         """:meth:`score` with the known models' quality corrected by an online router."""
         self._check_fitted()
         x = self.featurizer.transform([text])
         quality = self.quality_model.predict(x)[0]
+        if self.context is not None:
+            quality = self.context.apply_one(quality, context, x[0])
         cost = self.predict_cost([text])[0]
-        context = None
+        online_ctx = None
         if online is not None:
-            quality, context = online.adjust(x[0], quality, cost)
+            quality, online_ctx = online.adjust(x[0], quality, cost)
         resolved = resolve_candidates(
             [c.model for c in candidates],
             self.models_,
@@ -245,7 +318,7 @@ class LearnedRouter:
             candidate_costs=[c.cost for c in candidates],
             aliases=self.aliases,
         )
-        return resolved, context
+        return resolved, online_ctx
 
     def route(
         self,
@@ -254,8 +327,11 @@ class LearnedRouter:
         *,
         lam: float | None = None,
         target: str | Target | None = None,
+        context: Context | None = None,
     ) -> Decision:
-        """Choose among ``candidates`` (default: every model the router knows)."""
+        """Choose among ``candidates`` (default: every model the router knows); ``context``
+        is the request's context (:mod:`routeiq.features.context`), used when the router
+        was trained with a :class:`~routeiq.quality.context.ContextModel`."""
         self._check_fitted()
         text = prompt_text(prompt)
         if candidates is None:
@@ -263,7 +339,7 @@ class LearnedRouter:
         if not candidates:
             raise ValueError("no candidates to route between")
         lam, rule = self.tradeoff(lam, target)
-        resolved = self.score(text, candidates)
+        resolved = self.score(text, candidates, context)
         decision = decide(
             names=[c.name for c in candidates],
             models=[c.model for c in candidates],
@@ -280,83 +356,18 @@ class LearnedRouter:
 
     def save(self, path: str | Path) -> str:
         """Write the router as a verified artifact directory; returns its digest."""
+        from routeiq.router_artifact import save_router
+
         self._check_fitted()
-        parts: dict[str, Estimator] = {
-            "featurizer": self.featurizer,
-            "quality_model": self.quality_model,
-            "cost_model": self.cost_model,
-        }
-        metadata: dict[str, Any] = {
-            "format": ARTIFACT_FORMAT,
-            "library_version": _library_version(),
-            "models": self.models_,
-            "lambda": self.lam if math.isfinite(self.lam) else "inf",  # strict JSON has no inf
-            "target": None if self.target is None else str(self.target),
-            "target_met": getattr(self, "target_met_", None),
-            "aliases": self.aliases,
-            "cv_folds": self.cv_folds,
-            "random_state": self.random_state,
-            "training_data_digest": self.training_digest_,
-        }
-        arrays: dict[str, dict[str, np.ndarray]] = {"calibration": self.calibration_}
-        for key, part in parts.items():
-            scalars, part_arrays = part.get_state()
-            metadata[key] = {"name": part.name, "params": part.get_params(), "state": scalars}
-            arrays[key] = part_arrays
-        # Extensions (routeiq.extensions) record who provides them, so loading can say which
-        # package to install instead of "unknown quality model".
-        for key, registry in (
-            ("featurizer", FEATURIZER_REGISTRY),
-            ("quality_model", QUALITY_MODEL_REGISTRY),
-        ):
-            provider = registry.provider(metadata[key]["name"])
-            if provider is not None:
-                metadata[key]["provider"] = provider.to_dict()
-        self.digest = write_artifact(path, metadata, arrays)
+        self.digest = save_router(self, path)
         return self.digest
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedRouter:
         """Load an artifact after verifying every file against its manifest."""
-        artifact = read_artifact(path)
-        metadata, arrays = artifact.metadata, artifact.arrays
-        if metadata.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(f"{path}: unsupported artifact format {metadata.get('format')!r}")
-        try:
-            feat_meta, qm_meta = metadata["featurizer"], metadata["quality_model"]
-            for meta, registry in (
-                (feat_meta, FEATURIZER_REGISTRY),
-                (qm_meta, QUALITY_MODEL_REGISTRY),
-            ):
-                registry.check_provider(meta["name"], meta.get("provider"), where=str(path))
-            featurizer = FEATURIZER_REGISTRY.get(feat_meta["name"]).from_state(
-                feat_meta["params"], feat_meta["state"], arrays["featurizer"]
-            )
-            quality_model = QUALITY_MODEL_REGISTRY.get(qm_meta["name"]).from_state(
-                qm_meta["params"], qm_meta["state"], arrays["quality_model"]
-            )
-            cm = metadata["cost_model"]
-            cost_model = CostModel.from_state(cm["params"], cm["state"], arrays["cost_model"])
-            router = cls(
-                featurizer,
-                quality_model,
-                lam=float(metadata["lambda"]),
-                target=metadata["target"],
-                cv_folds=metadata["cv_folds"],
-                aliases=metadata["aliases"],
-                random_state=metadata["random_state"],
-            )
-            router.cost_model = cost_model
-            router.models_ = list(metadata["models"])
-            router.training_digest_ = metadata["training_data_digest"]
-            router.target_met_ = metadata.get("target_met")
-            router.calibration_ = dict(arrays["calibration"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(
-                f"{path}: artifact metadata is incomplete or invalid: {exc}"
-            ) from exc
-        router.digest = artifact.digest
-        return router
+        from routeiq.router_artifact import load_router
+
+        return load_router(cls, path)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "models_"):

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from routeiq.cli.common import (  # noqa: F401  (re-exported for sub-apps and tests)
     ROUTERBENCH,
+    ContextOpt,
     DataOpt,
     FeatOpt,
     LogOpt,
@@ -27,6 +28,7 @@ from routeiq.cli.common import (  # noqa: F401  (re-exported for sub-apps and te
     read_log,
     user_errors,
 )
+from routeiq.features.context import check_fields
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -71,6 +73,7 @@ def train(
             "with log_prompt: features).",
         ),
     ] = None,
+    context: ContextOpt = "",
 ) -> None:
     """Train a router and write it as a verified artifact directory."""
     from routeiq.evaluation.runner import build_router
@@ -84,7 +87,7 @@ def train(
         if featurizer_from is not None:
             feat = LearnedRouter.load(featurizer_from).featurizer
             featurizer = f"{feat.name} from {featurizer_from}"
-        learned = build_router(feat, router, lam=lam or 0.0, target=target)
+        learned = build_router(feat, router, lam=lam or 0.0, target=target, context=context)
         dataset = _load(data, prices)
         if split or dataset.splits:
             dataset = dataset.split(split or "train")
@@ -125,6 +128,7 @@ def evaluate(
     split_seed: Annotated[
         int, typer.Option(help="Without a split column: seed of the random split.")
     ] = 0,
+    context: ContextOpt = "",
 ) -> None:
     """Train every router on the train split, evaluate on the (deduplicated) test split.
 
@@ -154,6 +158,7 @@ def evaluate(
                 target=target,
                 out_dir=out,
                 on_step=step,
+                context=check_fields(context),
             )
     _print_report(report)
     console.print(f"wrote [bold]{out / 'report.json'}[/] and [bold]{out / 'frontier.png'}[/]")
@@ -173,6 +178,7 @@ def _print_report(report: dict[str, Any]) -> None:
         "CPT80",
         "target quality",
         "target $ frac",
+        "vs task lookup",
         "fit s",
     ):
         table.add_column(col, justify="right" if col != "router" else "left")
@@ -190,10 +196,20 @@ def _print_report(report: dict[str, Any]) -> None:
             fmt(row.get("cpt80"), ".3f"),
             fmt(row.get("target_quality"), ".4f"),
             fmt(row.get("target_cost_fraction"), ".3f"),
+            _interval(row.get("aiq_vs_task_lookup")),
             fmt(row.get("fit_seconds"), ".1f"),
         )
     console.print(table)
     console.print(report["note"])
+    if any(row.get("aiq_vs_task_lookup") for row in report["rows"]):
+        console.print("vs task lookup: AIQ difference [95% paired bootstrap interval]")
+
+
+def _interval(diff: Any) -> str:
+    if not diff:
+        return "-"
+    point, lo, hi = diff
+    return f"{point:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
 @app.command()
@@ -215,6 +231,13 @@ def route(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--context",
+            help="A request-context field as field=value (repeatable), e.g. --context task=math.",
+        ),
+    ] = None,
 ) -> None:
     """Route one prompt and explain the decision."""
     from routeiq.router import Candidate, LearnedRouter
@@ -236,12 +259,26 @@ def route(
         cands = None
         if candidates:
             cands = [Candidate(name=c.strip(), model=c.strip()) for c in candidates.split(",")]
-        decision = learned.route(message, cands, lam=lam, target=target)
+        ctx = _context_pairs(context or [])
+        decision = learned.route(message, cands, lam=lam, target=target, context=ctx)
     if as_json:
         console.print_json(json.dumps(decision.to_dict()))
         return
     console.print(decision)  # Decision renders itself as a rich table
     console.print(f"chosen: [bold]{decision.chosen}[/]")
+
+
+def _context_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``["task=math", "tags=a", "tags=b"]`` -> ``{"task": "math", "tags": ["a", "b"]}``."""
+    ctx: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not value:
+            raise ValueError(f"--context {pair!r}: expected field=value")
+        (name,) = check_fields([name])
+        old = ctx.get(name)
+        ctx[name] = value if old is None else [*([old] if isinstance(old, str) else old), value]
+    return ctx
 
 
 @app.command()

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,8 @@ class RoutingDataset:
     ids: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
+    # Request context per prompt (routeiq.features.context): field -> string or strings.
+    contexts: list[dict[str, Any]] = field(default_factory=list)
     # Logged feature vectors instead of text (``log_prompt: features``): one row per prompt,
     # NaN rows where the text is known instead; made by the featurizer with this digest.
     features: np.ndarray | None = None
@@ -73,7 +76,7 @@ class RoutingDataset:
             if arr.shape != (n, m):
                 raise DataError(f"{name} has shape {arr.shape}, expected ({n}, {m})")
             object.__setattr__(self, name, arr)
-        for name in ("ids", "tasks", "splits"):
+        for name in ("ids", "tasks", "splits", "contexts"):
             values = getattr(self, name)
             if values and len(values) != n:
                 raise DataError(f"{name} has {len(values)} entries for {n} prompts")
@@ -85,6 +88,16 @@ class RoutingDataset:
         c = self.cost[~np.isnan(self.cost)]
         if c.size and c.min() < 0:
             raise DataError("cost must be >= 0")
+
+    def context_rows(self) -> list[dict[str, Any]]:
+        """Each prompt's context, with its ``task`` (the task column) as the ``task`` field
+        unless the context sets one."""
+        n = len(self)
+        rows = [dict(c) for c in self.contexts] if self.contexts else [{} for _ in range(n)]
+        for row, task in zip(rows, self.tasks or [""] * n, strict=True):
+            if task and "task" not in row:
+                row["task"] = task
+        return rows
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -100,6 +113,7 @@ class RoutingDataset:
             ids=pick(self.ids),
             tasks=pick(self.tasks),
             splits=pick(self.splits),
+            contexts=pick(self.contexts),
             features=None if self.features is None else self.features[idx],
             featurizer=self.featurizer,
             tokens=None if self.tokens is None else self.tokens[idx],
@@ -169,4 +183,7 @@ class RoutingDataset:
             if self.tasks or test.tasks
             else [],
             splits=["train"] * n + ["test"] * k,
+            contexts=(self.contexts or [{}] * n) + (test.contexts or [{}] * k)
+            if self.contexts or test.contexts
+            else [],
         )

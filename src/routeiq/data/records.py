@@ -3,7 +3,7 @@
 Each line is a JSON object (a :class:`RouteRecord`)::
 
     {"id": "req-42", "prompt": [{"role": "user", "content": "What is 17 * 23?"}],
-     "task": "math", "split": "train",
+     "task": "math", "split": "train", "context": {"team": "t-7", "tags": ["support"]},
      "outcomes": {"gpt-4o-mini": {"quality": 1.0, "cost": 0.00012, "latency_ms": 410.0,
                                   "status": "ok"}},
      "decision": {"candidates": [{"model": "gpt-4o-mini", "deployment": "mini-eu",
@@ -41,11 +41,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from routeiq.data._io import open_text
 from routeiq.data.dataset import DataError, RoutingDataset
 from routeiq.data.prompts import Prompt, prompt_text
+from routeiq.features.context import check_fields, system_hash
 
 log = logging.getLogger(__name__)
 
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+_Value = Annotated[str, Field(max_length=256)]
+ContextValue = _Value | Annotated[list[_Value], Field(max_length=64)]
 
 
 class _Strict(BaseModel):
@@ -107,8 +110,18 @@ class RouteRecord(_Strict):
     features: RecordFeatures | None = None
     task: str | None = None
     split: str | None = None
+    # Request context (routeiq.features.context): the gateway's tags, team, key alias, key
+    # hash, end user and system-prompt hash; any other field a data set names.
+    context: dict[str, ContextValue] | None = None
     outcomes: dict[str, Outcome] = Field(default_factory=dict)
     decision: RecordDecision | None = None
+
+    @field_validator("context")
+    @classmethod
+    def _context_fields(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_fields(value)  # ContextError is a ValueError: reported on "context"
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -186,6 +199,7 @@ def records_to_dataset(records: Iterable[RouteRecord]) -> RoutingDataset:
                 cost[i, col[m]] = o.cost
     tasks = [r.task or "" for r in rows] if any(r.task for r in rows) else []
     splits = [r.split or "" for r in rows] if any(r.split for r in rows) else []
+    contexts = [record_context(r) for r in rows]
     return RoutingDataset(
         prompts=[
             prompt_text(r.prompt) if r.prompt is not None else f"<features of {r.id}>" for r in rows
@@ -196,8 +210,19 @@ def records_to_dataset(records: Iterable[RouteRecord]) -> RoutingDataset:
         ids=[r.id for r in rows],
         tasks=tasks,
         splits=splits,
+        contexts=contexts if any(contexts) else [],
         **_logged_features(rows),
     )
+
+
+def record_context(record: RouteRecord) -> dict[str, Any]:
+    """A record's context, with the hash of its chat prompt's system turns as ``system``."""
+    ctx: dict[str, Any] = dict(record.context or {})
+    if "system" not in ctx:
+        system = system_hash(record.prompt)
+        if system is not None:
+            ctx["system"] = system
+    return ctx
 
 
 def _logged_features(rows: list[RouteRecord]) -> dict[str, Any]:
@@ -243,6 +268,7 @@ def dataset_to_records(ds: RoutingDataset) -> list[RouteRecord]:
                 prompt=ds.prompts[i],
                 task=(ds.tasks[i] or None) if ds.tasks else None,
                 split=(ds.splits[i] or None) if ds.splits else None,
+                context=(ds.contexts[i] or None) if ds.contexts else None,
                 outcomes=outcomes,
             )
         )

@@ -4,15 +4,7 @@
 :mod:`.decision` the one :class:`Decision` type and the rules that make one.
 """
 
-from routeiq.decision.calibrate import (
-    BudgetTarget,
-    Calibration,
-    ExpensiveShareTarget,
-    QualityTarget,
-    Target,
-    calibrate_lambda,
-    parse_target,
-)
+from routeiq.decision.calibrate import Calibration, calibrate_lambda
 from routeiq.decision.choice import (
     best_single,
     cheapest_single,
@@ -24,6 +16,13 @@ from routeiq.decision.choice import (
 )
 from routeiq.decision.decision import CandidateRow, Decision
 from routeiq.decision.rules import cheapest, decide, pinned, shuffle
+from routeiq.decision.targets import (
+    BudgetTarget,
+    ExpensiveShareTarget,
+    QualityTarget,
+    Target,
+    parse_target,
+)
 from routeiq.decision.unknown import (
     MEAN_OF_KNOWN,
     ModelMapping,

@@ -13,7 +13,7 @@ policy the gateway would run, not a re-implementation of it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from routeiq.data.dataset import RoutingDataset
 from routeiq.data.prompts import prompt_text
-from routeiq.data.records import RouteRecord
+from routeiq.data.records import RouteRecord, record_context
 from routeiq.decision.decision import Decision
 from routeiq.decision.exploration import Exploration
 from routeiq.decision.rules import decide
@@ -38,6 +38,7 @@ class LoggedRequest:
     text: str
     models: Sequence[str]  # the candidates' models, in logged order
     costs: Sequence[float | None]  # the candidates' cost for this request (USD)
+    context: Mapping[str, Any] | None = None  # the request's context fields
 
 
 def policy(
@@ -50,7 +51,7 @@ def policy(
 ) -> list[Decision]:
     """The decision ``router`` makes for each request (quality predicted in one batch)."""
     lam_, rule = router.tradeoff(lam, target)
-    quality = router.predict_quality([r.text for r in requests])
+    quality = router.predict_quality([r.text for r in requests], [r.context for r in requests])
     cost = router.predict_cost([r.text for r in requests])
     explore = exploration if exploration is not None else Exploration()
     out = []
@@ -92,12 +93,14 @@ def simulate_log(
     """Decision records (the JSONL format) as the gateway would log them on ``dataset``:
     each row's decision, with only the chosen model's outcome revealed."""
     idx = range(len(dataset))
+    contexts = dataset.context_rows()
     requests = [
         LoggedRequest(
             dataset.ids[i],
             dataset.prompts[i],
             dataset.models,
             [None if math.isnan(c) else float(c) for c in dataset.cost[i]],
+            contexts[i],
         )
         for i in idx
     ]
@@ -110,6 +113,8 @@ def simulate_log(
         record["outcomes"] = {
             d.model: {"quality": float(dataset.quality[i, j]), "cost": float(dataset.cost[i, j])}
         }
+        if contexts[i]:
+            record["context"] = contexts[i]
         records.append(record)
     return records
 
@@ -204,7 +209,8 @@ def evaluate_log(
         cands = dec.candidates
         models, costs = [c.model for c in cands], [c.cost for c in cands]
         names[i, : len(cands)] = models
-        requests.append(LoggedRequest(rec.id, prompt_text(rec.prompt), models, costs))
+        text = prompt_text(rec.prompt)
+        requests.append(LoggedRequest(rec.id, text, models, costs, record_context(rec)))
         actions[i], props[i] = chosen, dec.propensity
         logged_p[i, : len(cands)] = [
             c.probability if c.probability is not None else float(j == chosen)

@@ -14,13 +14,16 @@ import numpy as np
 from routeiq.data.dataset import DataError, RoutingDataset
 from routeiq.decision.choice import best_single, cheapest_single, choose
 from routeiq.evaluation.frontier import plot_report
+from routeiq.evaluation.paired import aiq_difference
 from routeiq.evaluation.report import evaluate
 from routeiq.evaluation.task_lookup import task_lookup
 from routeiq.features import make_featurizer
 from routeiq.features.base import Featurizer
 from routeiq.features.cache import CachedFeaturizer
+from routeiq.features.context import check_fields
+from routeiq.quality import make_quality_model, quality_model_names
+from routeiq.quality.context import ContextModel
 from routeiq.router import LearnedRouter
-from routeiq.strategies import make_quality_model, quality_model_names
 
 ALL_ROUTERS = tuple(quality_model_names())
 TASK_LOOKUP = "task lookup (baseline)"
@@ -32,11 +35,19 @@ def task_lookup_applies(train: RoutingDataset, test: RoutingDataset) -> bool:
 
 
 def build_router(
-    featurizer: str | Featurizer, router: str, *, lam: float = 0.0, target: str | None = None
+    featurizer: str | Featurizer,
+    router: str,
+    *,
+    lam: float = 0.0,
+    target: str | None = None,
+    context: Sequence[str] = (),
 ) -> LearnedRouter:
-    """A LearnedRouter from registry names with default (cross-validated) parameters."""
+    """A LearnedRouter from registry names with default (cross-validated) parameters;
+    ``context`` names the request-context fields it learns from (none: text only)."""
     feat = make_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
-    return LearnedRouter(feat, make_quality_model(router), lam=lam, target=target)
+    fields = check_fields(context)
+    ctx = ContextModel(fields) if fields else None
+    return LearnedRouter(feat, make_quality_model(router), lam=lam, target=target, context=ctx)
 
 
 def train_test(dataset: RoutingDataset) -> tuple[RoutingDataset, RoutingDataset]:
@@ -71,8 +82,18 @@ def run_evaluation(
     out_dir: Path | None = None,
     pair: tuple[str, str] | None = None,
     on_step: Callable[[str], None] | None = None,
+    context: Sequence[str] = (),
+    n_boot: int = 300,
 ) -> dict[str, Any]:
-    """Fit each router on train, sweep lambda on test; return rows for a table plus the report."""
+    """Fit each router on train, sweep lambda on test; return rows for a table plus the report.
+
+    ``context`` (field names, e.g. ``["task"]``) adds two rows per router: ``<router> +
+    context`` (the same text model with a :class:`~routeiq.quality.context.ContextModel`
+    blended in, the test rows' context read) and ``<router> + <fields> prior`` (trained with
+    the context, tested on text only: the fields imputed from the text).
+    With a task column every row gets its AIQ difference to the task lookup and a paired
+    bootstrap interval (``n_boot`` resamples).
+    """
     train, test = train_test(dataset)
     models = list(dataset.models)
     if pair is None and len(models) > 2:
@@ -89,34 +110,42 @@ def run_evaluation(
     extra: dict[str, dict[str, Any]] = {}
     Q, C = test.quality, test.cost
     best = best_single(Q, C)
+    names: list[str] = []
+    fields = check_fields(context)
+    test_contexts = test.context_rows() if fields else None
+
+    def add(name: str, learned: LearnedRouter, seconds: float, contexts: Any = None) -> None:
+        P = learned.predict_quality(test.prompts, contexts)
+        C_hat = learned.predict_cost(test.prompts)
+        predictions[name] = (P, C_hat)
+        names.append(name)
+        row: dict[str, Any] = {"fit_seconds": seconds}
+        if target:
+            row.update(_target_row(learned, target, P, C_hat, Q, C, best))
+        extra[name] = row
+
     for name in routers:
         if on_step:
             on_step(name)
         started = time.perf_counter()
         learned = LearnedRouter(feat, make_quality_model(name)).fit(train, fit_featurizer=False)
-        fit_seconds = time.perf_counter() - started
-        P, C_hat = learned.predict_quality(test.prompts), learned.predict_cost(test.prompts)
-        predictions[name] = (P, C_hat)
-        row: dict[str, Any] = {"fit_seconds": fit_seconds}
-        if target:
-            cal = learned.calibrate(target)
-            chosen = choose(P, C_hat, cal.lam)[0]
-            at = np.arange(len(test))
-            row.update(
-                target=str(cal.target),
-                target_lambda=cal.lam,
-                target_met_on_train=cal.met,
-                target_quality=float(Q[at, chosen].mean()),
-                target_cost=float(C[at, chosen].mean()),
-                target_cost_fraction=float(C[at, chosen].mean() / C[:, best].mean()),
-            )
-        extra[name] = row
-    names = list(routers)
+        add(name, learned, time.perf_counter() - started)
+        if fields:
+            started = time.perf_counter()
+            with_ctx = learned.with_context(ContextModel(fields), train)
+            add(f"{name} + context", with_ctx, time.perf_counter() - started, test_contexts)
+            # Text only at test: the context read from the text (imputed), trained on it.
+            started = time.perf_counter()
+            prior = learned.with_context(ContextModel(fields, impute=fields), train)
+            add(f"{name} + {'/'.join(fields)} prior", prior, time.perf_counter() - started)
     if task_lookup_applies(train, test):
         started = time.perf_counter()
         predictions[TASK_LOOKUP] = task_lookup(train.tasks, train.quality, train.cost, test.tasks)
         extra[TASK_LOOKUP] = {"fit_seconds": time.perf_counter() - started}
         names.append(TASK_LOOKUP)
+        for name in names[:-1]:
+            diff = aiq_difference(Q, C, predictions[name], predictions[TASK_LOOKUP], n_boot=n_boot)
+            extra[name]["aiq_vs_task_lookup"] = list(diff)
     report = evaluate(Q, C, predictions, models=models, pair=pair)
     data = report.to_dict(include_curves=True)
     rows = []
@@ -153,6 +182,8 @@ def run_evaluation(
         )
     best_name, cheap_name = models[best], models[cheapest_single(Q, C)]
     title = f"{len(train)} train / {len(test)} test prompts, featurizer {featurizer}"
+    if fields:
+        title += f", context {','.join(fields)}"
     summary: dict[str, Any] = {
         "title": title,
         "note": (
@@ -162,6 +193,7 @@ def run_evaluation(
             "out-of-fold predictions over train and measured on test."
         ),
         "featurizer": featurizer,
+        "context": list(fields),
         "n_train": len(train),
         "n_test": len(test),
         "rows": rows,
@@ -175,3 +207,26 @@ def run_evaluation(
         os.replace(tmp, out_dir / "report.json")
         plot_report(report, out_dir / "frontier.png", title=title)
     return summary
+
+
+def _target_row(
+    learned: LearnedRouter,
+    target: str,
+    P: np.ndarray,
+    C_hat: np.ndarray,
+    Q: np.ndarray,
+    C: np.ndarray,
+    best: int,
+) -> dict[str, Any]:
+    """The calibrated target's lambda (on train) and what it achieved on test."""
+    cal = learned.calibrate(target)
+    chosen = choose(P, C_hat, cal.lam)[0]
+    at = np.arange(len(Q))
+    return {
+        "target": str(cal.target),
+        "target_lambda": cal.lam,
+        "target_met_on_train": cal.met,
+        "target_quality": float(Q[at, chosen].mean()),
+        "target_cost": float(C[at, chosen].mean()),
+        "target_cost_fraction": float(C[at, chosen].mean() / C[:, best].mean()),
+    }

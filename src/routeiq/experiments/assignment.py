@@ -87,7 +87,7 @@ class VariantSettings(_Strict):
     @classmethod
     def _target(cls, value: str | None) -> str | None:
         if value is not None:
-            from routeiq.decision.calibrate import parse_target
+            from routeiq.decision.targets import parse_target
 
             parse_target(value)  # ValueError names the accepted forms
         return value

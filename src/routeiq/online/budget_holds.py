@@ -207,7 +207,7 @@ def held_target(hold: BudgetHoldSettings, target: Any) -> float | None:
     ``hold`` keeps online; else None."""
     if not hold.enabled or target is None:
         return None
-    from routeiq.decision.calibrate import BudgetTarget, parse_target
+    from routeiq.decision.targets import BudgetTarget, parse_target
 
     parsed = parse_target(target) if isinstance(target, str) else target
     return parsed.usd_per_1k if isinstance(parsed, BudgetTarget) else None

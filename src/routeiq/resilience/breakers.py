@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from routeiq.online.store import SharedStateSettings
     from routeiq.resilience.shared_breakers import SharedBreakers
     from routeiq.router import Candidate
-    from routeiq.serving.engine import RouteRequest
     from routeiq.serving.guards import Outcome
+    from routeiq.serving.request import RouteRequest
     from routeiq.telemetry.metrics import RouteIQMetrics
 
 log = logging.getLogger(__name__)

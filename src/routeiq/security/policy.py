@@ -49,7 +49,7 @@ from routeiq.serving.guards import GuardRefusal
 
 if TYPE_CHECKING:
     from routeiq.router import Candidate
-    from routeiq.serving.engine import RouteRequest
+    from routeiq.serving.request import RouteRequest
     from routeiq.telemetry.metrics import RouteIQMetrics
 
 __all__ = [

@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from routeiq.data.records import ContextValue
 from routeiq.decision.decision import CandidateRow, Decision
+from routeiq.features.context import check_fields
 from routeiq.router import Candidate
-from routeiq.serving.engine import RouteRequest
 from routeiq.serving.feedback import Identity
+from routeiq.serving.request import RouteRequest
 
 Name = Annotated[str, Field(min_length=1, max_length=512)]
 Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -66,6 +68,16 @@ class ContextBody(_Body):
     stream: bool | None = None
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     operation: str | None = Field(default=None, max_length=64)
+    fields: Annotated[dict[str, ContextValue], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="routing context: field -> string or strings (task, system, ...)",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_fields(value)
+        return value
 
 
 class RouteBody(_Body):
@@ -165,6 +177,7 @@ def to_route_request(body: RouteBody, output_tokens: int, parent_span: Any = Non
         stream=ctx.stream,
         input_tokens=ctx.input_tokens,
         excluded=body.excluded,
+        context=ctx.fields,
     )
 
 

@@ -2,9 +2,10 @@
 routing service; independent of LiteLLM."""
 
 from routeiq.serving.decision_log import DecisionLog, JsonlFileSink, RecordSink, open_sink
-from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
+from routeiq.serving.engine import DecisionEngine, NoCandidatesError
 from routeiq.serving.overrides import OVERRIDE_KEY, OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry, load_routers
+from routeiq.serving.request import RouteRequest
 from routeiq.serving.settings import (
     GroupSettings,
     ResolvedGroup,

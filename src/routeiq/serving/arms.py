@@ -8,7 +8,7 @@ from routeiq.experiments.assignment import Experiment
 from routeiq.serving.settings import ResolvedGroup
 
 if TYPE_CHECKING:
-    from routeiq.serving.engine import RouteRequest
+    from routeiq.serving.request import RouteRequest
 
 
 def unit_value(kind: str, request: RouteRequest, decision_id: str) -> str | None:

@@ -32,7 +32,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from routeiq.data.prompts import PromptError, opening_text, request_text
@@ -58,6 +57,7 @@ from routeiq.serving.learning import LearningLoop, build_store
 from routeiq.serving.logged_prompt import logged_prompt
 from routeiq.serving.overrides import OverrideError, Tradeoff, resolve_tradeoff
 from routeiq.serving.registry import RouterRegistry
+from routeiq.serving.request import RouteRequest
 from routeiq.serving.scoring import Scorer, ScoringExpired
 from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
 from routeiq.serving.sticky import stay, stay_inputs
@@ -71,32 +71,6 @@ _MAX_CACHED_GROUPS = 4096
 
 class NoCandidatesError(RuntimeError):
     """Nothing is routable in the group (LiteLLM's own "no deployments available")."""
-
-
-@dataclass(frozen=True)
-class RouteRequest:
-    """One decision to make. ``failed`` maps candidates that failed earlier in this request
-    to the reason; ``upstream`` maps candidates to the provider model they call (spans)."""
-
-    group: str
-    candidates: Sequence[Candidate]
-    messages: Any = None
-    input: Any = None
-    override: Any = None
-    failed: Mapping[str, str] = field(default_factory=dict)
-    attempt: int = 1
-    pinned: bool = False
-    operation: str | None = None
-    upstream: Mapping[str, str] = field(default_factory=dict)
-    parent_span: Any = None
-    identity: Identity | None = None  # the verified caller (feedback authorization)
-    user: str | None = None  # the end user (experiment unit)
-    request_id: str | None = None  # the first decision id of the request (retries)
-    tags: tuple[str, ...] = ()  # the request's tags (LiteLLM ``metadata.tags``)
-    stream: bool | None = None
-    input_tokens: int | None = None  # estimated, of the whole request
-    redact: bool = False  # the caller asked that no message text be logged (LiteLLM's
-    # turn_off_message_logging): the decision log keeps at most the features
 
 
 def _columns(cands: Sequence[Candidate]) -> tuple[list[str], list[str], list[float | None]]:
@@ -167,7 +141,10 @@ class DecisionEngine:
         group, variant = self.arms.arm(self.group(request.group), request, decision_id)
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
-                decision, text, context, online = await self._decide(group, request, decision_id)
+                ctx = request.routing_context()
+                decision, text, context, online = await self._decide(
+                    group, request, decision_id, ctx
+                )
             except (NoCandidatesError, OverrideError, GuardRefusal) as exc:
                 span.set_attribute(ERROR_TYPE, type(exc).__name__)
                 if self.metrics is not None:
@@ -197,7 +174,10 @@ class DecisionEngine:
         self.learning.remember(decision, request.identity, online)
         if self.decision_log is not None:
             prompt, features = logged_prompt(self.settings, self.registry, group, request, text)
-            self.decision_log.add_decision(decision.to_record(prompt), features=features)
+            record = decision.to_record(prompt)
+            if ctx:
+                record["context"] = ctx
+            self.decision_log.add_decision(record, features=features)
         return decision
 
     def record_outcome(
@@ -264,7 +244,7 @@ class DecisionEngine:
     # -- the rule ----------------------------------------------------------------------------
 
     async def _decide(
-        self, group: ResolvedGroup, request: RouteRequest, decision_id: str
+        self, group: ResolvedGroup, request: RouteRequest, decision_id: str, ctx: Mapping[str, Any]
     ) -> tuple[Decision, str | None, dict[str, Any], tuple[str, OnlineContext] | None]:
         """The decision, the routing text (for the log), serving fields to set on it, and the
         online router's context (its key and features) when one corrected the prediction."""
@@ -290,7 +270,7 @@ class DecisionEngine:
             decision = cheapest(names, models, costs, lam=tradeoff.lam, available=avail)
         else:
             decision, text, digest, online = await self._route(
-                group, request, cands, tradeoff, avail, decision_id
+                group, request, cands, tradeoff, avail, decision_id, ctx
             )
             noted = self._noted(decision, why, tradeoff, router=digest, blocked=blocked)
             return decision, text, noted, online
@@ -305,6 +285,7 @@ class DecisionEngine:
         tradeoff: Tradeoff,
         avail: list[bool],
         decision_id: str,
+        ctx: Mapping[str, Any],
     ) -> tuple[Decision, str | None, str | None, tuple[str, OnlineContext] | None]:
         """The learned rule, or the fallback rule; with the text, the router's digest and the
         online context."""
@@ -338,7 +319,7 @@ class DecisionEngine:
             opening = opening[-self.settings.featurize_chars :]
         try:
             resolved, lam, rule, scoring_s, octx, first = await self.scorer.run(
-                learned, tail, cands, tradeoff, online, opening
+                learned, tail, cands, tradeoff, online, opening, ctx
             )
         except (TimeoutError, ScoringExpired):
             ms = self.settings.decision_timeout_ms

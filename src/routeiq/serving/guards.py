@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from routeiq.decision.decision import Decision
     from routeiq.router import Candidate
-    from routeiq.serving.engine import RouteRequest
+    from routeiq.serving.request import RouteRequest
     from routeiq.serving.settings import RouteIQSettings
     from routeiq.telemetry.metrics import RouteIQMetrics
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from routeiq.data.prompts import PromptError, request_text
 
 if TYPE_CHECKING:
-    from routeiq.serving.engine import RouteRequest
     from routeiq.serving.registry import RouterRegistry
+    from routeiq.serving.request import RouteRequest
     from routeiq.serving.settings import ResolvedGroup, RouteIQSettings
 
 

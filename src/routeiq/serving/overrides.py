@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from routeiq.decision.calibrate import parse_target
 from routeiq.decision.choice import check_lambda
+from routeiq.decision.targets import parse_target
 from routeiq.serving.settings import ResolvedGroup
 
 OVERRIDE_KEY = "routeiq"  # request metadata key a client uses for overrides

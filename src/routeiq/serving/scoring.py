@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -44,15 +44,18 @@ def score(
     deadline: float | None,
     online: OnlineRouter | None = None,
     opening: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Scored:
     """The scoring job (a thread's or the loop's)."""
     if deadline is not None and time.monotonic() > deadline:
         raise ScoringExpired
     started = time.perf_counter()
     lam, rule = learned.tradeoff(tradeoff.lam, tradeoff.target)
-    resolved, context = learned.score_online(text, candidates, online)
-    first = None if opening is None else learned.score_online(opening, candidates, online)[0]
-    return Scored(resolved, lam, rule, time.perf_counter() - started, context, first)
+    resolved, octx = learned.score_online(text, candidates, online, context)
+    first = (
+        None if opening is None else learned.score_online(opening, candidates, online, context)[0]
+    )
+    return Scored(resolved, lam, rule, time.perf_counter() - started, octx, first)
 
 
 class Scorer:
@@ -72,6 +75,7 @@ class Scorer:
         tradeoff: Tradeoff,
         online: OnlineRouter | None,
         opening: str | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> Scored:
         mode = self.settings.scoring
         inline = mode == "inline" or (
@@ -80,11 +84,11 @@ class Scorer:
         if tradeoff.target is not None and not learned.is_calibrated(tradeoff.target):
             inline = False  # a new client target calibrates for milliseconds: off the loop
         if inline:
-            return score(learned, text, cands, tradeoff, None, online, opening)
+            return score(learned, text, cands, tradeoff, None, online, opening, context)
         timeout = self.settings.decision_timeout_ms / 1000.0
         deadline = time.monotonic() + timeout
         future = asyncio.get_running_loop().run_in_executor(
-            self.executor, score, learned, text, cands, tradeoff, deadline, online, opening
+            self.executor, score, learned, text, cands, tradeoff, deadline, online, opening, context
         )
         return await asyncio.wait_for(future, timeout)
 

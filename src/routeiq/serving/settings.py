@@ -84,7 +84,7 @@ def _effective_router(value: Path | str | None) -> Path | None:
 def _check_target(value: str | None) -> str | None:
     if value is None:
         return None
-    from routeiq.decision.calibrate import parse_target
+    from routeiq.decision.targets import parse_target
 
     parse_target(value)  # ValueError names the accepted forms
     return value

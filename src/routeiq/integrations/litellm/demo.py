@@ -96,8 +96,8 @@ def demo_dataset(seed: int = 0) -> RoutingDataset:
 def build_demo_router(path: str | Path, lam: float = 20.0, seed: int = 0) -> str:
     """Train the demo router (lexical features + logistic quality) and save it; returns digest."""
     from routeiq.features.lexical import LexicalFeaturizer
+    from routeiq.quality.linear import LogisticQuality
     from routeiq.router import LearnedRouter
-    from routeiq.strategies.linear import LogisticQuality
 
     router = LearnedRouter(
         LexicalFeaturizer(n_components=32, min_df=1),

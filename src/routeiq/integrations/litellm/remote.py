@@ -34,11 +34,12 @@ from routeiq.decision.rules import cheapest
 from routeiq.service.auth import read_token
 from routeiq.service.client import ServiceClient, ServiceRefusal, ServiceUnavailable
 from routeiq.service.wire import decision_from_dict, identity_body
-from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
+from routeiq.serving.engine import DecisionEngine, NoCandidatesError
 from routeiq.serving.guards import GuardRefusal, exclusions
 from routeiq.serving.logged_prompt import logged_prompt
 from routeiq.serving.overrides import OverrideError
 from routeiq.serving.registry import RouterRegistry
+from routeiq.serving.request import RouteRequest
 from routeiq.serving.settings import RouteIQSettings
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class RemoteEngine(DecisionEngine):
                 "stream": request.stream,
                 "input_tokens": request.input_tokens,
                 "operation": request.operation,
+                "fields": request.routing_context(),
             },
         }
 

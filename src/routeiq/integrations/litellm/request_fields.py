@@ -17,6 +17,7 @@ from routeiq.serving.guards import GuardRefusal
 DECISIONS_KEY = "routeiq_decisions"  # metadata: every decision of the request, in order
 CURRENT_KEY = "routeiq_decision_id"  # metadata: the attempt now in flight
 IDENTITY_KEY = "routeiq_identity"  # metadata: the verified caller, set by the proxy callback
+CONTEXT_KEY = "routeiq_context"  # metadata: a client's own context fields (e.g. task)
 
 
 def request_metadata(request_kwargs: dict) -> dict:

@@ -30,8 +30,10 @@ import litellm
 from litellm.types.router import CustomRoutingStrategyBase
 
 from routeiq.data.prices import estimate_request_tokens
+from routeiq.features.context import client_context
 from routeiq.integrations.litellm.deployments import DeploymentTable
 from routeiq.integrations.litellm.request_fields import (
+    CONTEXT_KEY,
     CURRENT_KEY,
     DECISIONS_KEY,
     conversation_tokens,
@@ -42,9 +44,10 @@ from routeiq.integrations.litellm.request_fields import (
     request_tags,
     verified_identity,
 )
-from routeiq.serving.engine import DecisionEngine, NoCandidatesError, RouteRequest
+from routeiq.serving.engine import DecisionEngine, NoCandidatesError
 from routeiq.serving.guards import GuardRefusal
 from routeiq.serving.overrides import OVERRIDE_KEY, OverrideError
+from routeiq.serving.request import RouteRequest
 from routeiq.serving.settings import ResolvedGroup
 
 
@@ -118,6 +121,7 @@ class RouteIQRoutingStrategy(CustomRoutingStrategyBase):
             stream=request_kwargs.get("stream") is True,
             input_tokens=tokens,
             redact=message_logging_off(request_kwargs, metadata),
+            context=client_context(metadata.get(CONTEXT_KEY)),
         )
         try:
             decision = await self.engine.decide(request)

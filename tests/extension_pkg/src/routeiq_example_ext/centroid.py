@@ -6,7 +6,7 @@ from typing import Self
 
 import numpy as np
 
-from routeiq.strategies.base import QualityModel
+from routeiq.quality.base import QualityModel
 
 
 class CentroidQuality(QualityModel):

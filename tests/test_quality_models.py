@@ -22,15 +22,15 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from routeiq.estimator import NotFittedError
-from routeiq.strategies import (
+from routeiq.quality import (
     QualityModel,
     make_quality_model,
     quality_model_class,
     quality_model_names,
 )
-from routeiq.strategies._util import fit_platt, sigmoid
-from routeiq.strategies.ranking import bradley_terry, pair_wins
-from routeiq.strategies.selection import (
+from routeiq.quality._util import fit_platt, sigmoid
+from routeiq.quality.ranking import bradley_terry, pair_wins
+from routeiq.quality.selection import (
     kfold,
     masked_brier,
     routing_regret,

@@ -7,8 +7,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import Model, check_XY, column_means, l2_normalize
-from routeiq.strategies.selection import kfold, score
+from routeiq.quality._util import Model, check_XY, column_means, l2_normalize
+from routeiq.quality.selection import kfold, score
 
 _CHUNK = 512  # query rows per similarity block: bounds memory at 512 x n_train floats
 
@@ -62,7 +62,7 @@ class KNNQuality(Model):
     ----------
     k, prior: neighbours and shrinkage strength (in neighbours); ``None`` chooses from
         ``k_grid`` x ``prior_grid`` by K-fold CV (``scoring``, see
-        :mod:`routeiq.strategies.selection`). One neighbour search per fold serves the grid.
+        :mod:`routeiq.quality.selection`). One neighbour search per fold serves the grid.
     weights: ``"uniform"`` or ``"distance"`` (weight = cosine similarity clipped at 0,
         rescaled to mean 1 over the k neighbours so ``prior`` keeps its meaning).
     """

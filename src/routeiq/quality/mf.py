@@ -8,7 +8,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import (
+from routeiq.quality._util import (
     Adam,
     Model,
     check_XY,
@@ -19,7 +19,7 @@ from routeiq.strategies._util import (
     sigmoid,
     standardizer,
 )
-from routeiq.strategies.selection import select_with_epochs
+from routeiq.quality.selection import select_with_epochs
 
 
 class MFQuality(Model):

@@ -7,7 +7,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import (
+from routeiq.quality._util import (
     Adam,
     Model,
     check_XY,
@@ -18,7 +18,7 @@ from routeiq.strategies._util import (
     sigmoid,
     standardizer,
 )
-from routeiq.strategies.selection import select_with_epochs
+from routeiq.quality.selection import select_with_epochs
 
 
 def _normalize(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

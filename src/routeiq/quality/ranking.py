@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import (
+from routeiq.quality._util import (
     Model,
     check_XY,
     column_means,
@@ -25,8 +25,8 @@ from routeiq.strategies._util import (
     logit,
     sigmoid,
 )
-from routeiq.strategies.knn import _neighbours
-from routeiq.strategies.selection import select_params
+from routeiq.quality.knn import _neighbours
+from routeiq.quality.selection import select_params
 
 _CHUNK = 256
 

@@ -7,7 +7,7 @@ from typing import Self
 
 import numpy as np
 
-from routeiq.strategies._util import Model, check_XY, column_means
+from routeiq.quality._util import Model, check_XY, column_means
 
 
 class ConstantQuality(Model):

@@ -28,7 +28,7 @@ Conventions shared by all of them:
   entries only (per-model masks or masked losses, nothing imputed) and predicts finite values
   for every model, including one never observed (its prediction is the overall mean).
 - A hyper-parameter left at ``None`` is chosen by seeded K-fold CV on the training data
-  (:mod:`routeiq.strategies.selection`); the chosen value is kept as a ``*_`` attribute and
+  (:mod:`routeiq.quality.selection`); the chosen value is kept as a ``*_`` attribute and
   :meth:`fixed_params` returns the parameters with it filled in.
 - Learned state is numpy arrays and JSON scalars only; ``predict`` is plain numpy.
 - ``cost`` is accepted by ``fit`` for the interface but none of these models uses it: cost
@@ -43,16 +43,16 @@ from types import MappingProxyType
 from typing import Any
 
 from routeiq.extensions import QUALITY_MODEL_GROUP, Registry
-from routeiq.strategies.base import QualityModel
-from routeiq.strategies.baselines import ConstantQuality, RandomQuality
-from routeiq.strategies.cluster import ClusterQuality
-from routeiq.strategies.ensemble import EnsembleQuality
-from routeiq.strategies.knn import KNNQuality
-from routeiq.strategies.linear import LogisticQuality, SVMQuality
-from routeiq.strategies.mf import MFQuality
-from routeiq.strategies.mlp import MLPQuality
-from routeiq.strategies.ranking import EloQuality, SWRankingQuality
-from routeiq.strategies.routerdc import RouterDCQuality
+from routeiq.quality.base import QualityModel
+from routeiq.quality.baselines import ConstantQuality, RandomQuality
+from routeiq.quality.cluster import ClusterQuality
+from routeiq.quality.ensemble import EnsembleQuality
+from routeiq.quality.knn import KNNQuality
+from routeiq.quality.linear import LogisticQuality, SVMQuality
+from routeiq.quality.mf import MFQuality
+from routeiq.quality.mlp import MLPQuality
+from routeiq.quality.ranking import EloQuality, SWRankingQuality
+from routeiq.quality.routerdc import RouterDCQuality
 
 _CLASSES: tuple[type[QualityModel], ...] = (
     ConstantQuality,

@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import (
+from routeiq.quality._util import (
     Model,
     check_XY,
     column_means,
@@ -21,7 +21,7 @@ from routeiq.strategies._util import (
     sigmoid,
     standardizer,
 )
-from routeiq.strategies.selection import kfold, masked_brier, select_params
+from routeiq.quality.selection import kfold, masked_brier, select_params
 
 
 def _per_model(value: float | Sequence[float], m: int) -> np.ndarray:

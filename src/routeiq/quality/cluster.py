@@ -7,8 +7,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import Model, check_XY, column_means, l2_normalize
-from routeiq.strategies.selection import kfold, score
+from routeiq.quality._util import Model, check_XY, column_means, l2_normalize
+from routeiq.quality.selection import kfold, score
 
 
 def _table(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routeiq.strategies import make_quality_model
-from routeiq.strategies.ensemble import _simplex
+from routeiq.quality import make_quality_model
+from routeiq.quality.ensemble import _simplex
 
 
 def _data(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

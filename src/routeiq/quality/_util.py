@@ -10,7 +10,7 @@ from typing import Any, Self
 import numpy as np
 
 from routeiq.estimator import NotFittedError
-from routeiq.strategies.base import QualityModel
+from routeiq.quality.base import QualityModel
 
 EPS = 1e-6
 

@@ -9,9 +9,9 @@ from typing import Any, Self
 
 import numpy as np
 
-from routeiq.strategies._util import Model, check_XY
-from routeiq.strategies.base import QualityModel
-from routeiq.strategies.selection import oof_predict
+from routeiq.quality._util import Model, check_XY
+from routeiq.quality.base import QualityModel
+from routeiq.quality.selection import oof_predict
 
 _MEMBER_KEY = re.compile(r"member\d+__")
 
@@ -70,7 +70,7 @@ class EnsembleQuality(Model):
         return specs
 
     def fit(self, X: np.ndarray, Y: np.ndarray, cost: np.ndarray | None = None) -> Self:
-        from routeiq.strategies import make_quality_model  # registry imports this module
+        from routeiq.quality import make_quality_model  # registry imports this module
 
         if self.method not in ("stack", "mean", "aiq"):
             raise ValueError(f"method must be 'stack', 'mean' or 'aiq', got {self.method!r}")
@@ -112,7 +112,7 @@ class EnsembleQuality(Model):
         return self
 
     def _after_load(self) -> None:
-        from routeiq.strategies import quality_model_class
+        from routeiq.quality import quality_model_class
 
         self._members = []
         for i, (name, params) in enumerate(self._specs()):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from routeiq.strategies.base import QualityModel
+from routeiq.quality.base import QualityModel
 
 SCORINGS = ("brier", "regret")
 
