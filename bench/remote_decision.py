@@ -1,15 +1,19 @@
 """Remote vs in-process routing decisions on loopback, in the same run.
 
-    python bench/remote_decision.py [--requests 2000] [--workers 1] [--seconds 5] [--clients]
+    python bench/remote_decision.py [--requests 2000] [--concurrency 1,4,16] [--rounds 1]
+                                    [--workers 1] [--seconds 5] [--clients]
 
 Starts ``routeiq serve`` (``--workers`` uvicorn workers) on 127.0.0.1 with the demo router,
 then times ``decide()`` of the same requests through a plain ``DecisionEngine`` (in process)
 and through ``RemoteEngine`` (the LiteLLM strategy's client: pooled aiohttp, JSON both ways),
-at 1 and 16 concurrent requests. *Added* latency is remote minus in-process, per percentile.
-Throughput: 32 concurrent callers for ``--seconds`` against the service, decisions/s, and
-per service worker (each worker is one process: one core at most). The caller and the service
-share this machine's cores, so per-core throughput is a lower bound. ``--clients`` also
-compares raw aiohttp and httpx request latency against the service.
+at each ``--concurrency``. *Added* latency is remote minus in-process, per percentile; the
+ratio is remote / in-process p50. ``--rounds`` repeats the table against the same service and
+ends with the median and range of each cell over the rounds (the machine is shared: one round
+is noisy). Throughput: 32 concurrent callers for ``--seconds`` against the service,
+decisions/s, per service worker, and per second of service CPU (the service processes' own
+user + system time from /proc: what one core does, whatever else runs on the machine). The
+caller and the service share this machine's cores, so wall-clock decisions/s is a lower
+bound. ``--clients`` also compares raw aiohttp and httpx request latency against the service.
 Goal (issue 11): added p50 <= 1 ms and p99 <= 5 ms at 16 concurrent.
 """
 
@@ -21,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +106,23 @@ async def timed(engine: Any, n: int, concurrency: int) -> np.ndarray:
     return np.array(out)
 
 
+def service_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in the service's process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 async def throughput(engine: RemoteEngine, seconds: float, concurrency: int = 32) -> float:
     stop = time.perf_counter() + seconds
     done = 0
@@ -172,13 +194,34 @@ def print_table(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         print(f"{conc:>14} | " + " | ".join(f"{c:>14.3f}" for c in cells))
 
 
+def summarize(rounds: list[list[tuple[int, np.ndarray, np.ndarray]]]) -> None:
+    """Median [min-max] over the rounds of added p50/p99 and of the remote/in-process ratio."""
+    print(f"\nover {len(rounds)} rounds: median [min-max] (ms)")
+    head = ("added p50", "added p99", "remote/in-process p50")
+    print(f"{'concurrent':>10} | " + " | ".join(f"{h:>22}" for h in head))
+    for k, (conc, _, _) in enumerate(rounds[0]):
+        p50s, p99s, ratios = [], [], []
+        for rows in rounds:
+            _, loc, rem = rows[k]
+            p50s.append(pct(rem, 50) - pct(loc, 50))
+            p99s.append(pct(rem, 99) - pct(loc, 99))
+            ratios.append(pct(rem, 50) / pct(loc, 50))
+        cells = [
+            f"{statistics.median(v):.3f} [{min(v):.3f}-{max(v):.3f}]" for v in (p50s, p99s)
+        ] + [f"{statistics.median(ratios):.1f}x [{min(ratios):.1f}-{max(ratios):.1f}]"]
+        print(f"{conc:>10} | " + " | ".join(f"{c:>22}" for c in cells))
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", default="1,4,16", help="comma-separated in-flight counts")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the latency table")
     ap.add_argument("--workers", type=int, default=1, help="service workers")
     ap.add_argument("--seconds", type=float, default=5.0, help="throughput run length")
     ap.add_argument("--clients", action="store_true", help="also compare aiohttp and httpx")
     args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
     from routeiq.integrations.litellm.demo import build_demo_router
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -200,26 +243,50 @@ async def main() -> None:
             remote = RemoteEngine(RouteIQSettings.model_validate(remote_settings), registry)
             await timed(remote, 200, 16)  # warm connections and both engines
             await timed(local, 200, 16)
-            rows = []
-            for conc in (1, 16):
-                # Interleave halves so machine noise lands on both sides alike.
-                half = args.requests // 2
-                loc = np.concatenate([await timed(local, half, conc), np.array([])])
-                rem = await timed(remote, half, conc)
-                loc = np.concatenate([loc, await timed(local, half, conc)])
-                rem = np.concatenate([rem, await timed(remote, half, conc)])
-                rows.append((conc, loc, rem))
+            same = 0
+            for i in range(len(PROMPTS)):  # the service decides as the engine does here
+                a, b = await remote.decide(request(i)), await local.decide(request(i))
+                rows_a = [(r.name, r.predicted_quality, r.cost, r.utility) for r in a.candidates]
+                rows_b = [(r.name, r.predicted_quality, r.cost, r.utility) for r in b.candidates]
+                same += (a.chosen, a.rule, a.router, rows_a) == (b.chosen, b.rule, b.router, rows_b)
+            print(f"remote decisions identical to in-process ones: {same}/{len(PROMPTS)}")
+            rounds = []
+            for r in range(args.rounds):
+                rows = []
+                for conc in levels:
+                    # Interleave halves so machine noise lands on both sides alike.
+                    half = args.requests // 2
+                    loc = await timed(local, half, conc)
+                    rem = await timed(remote, half, conc)
+                    loc = np.concatenate([loc, await timed(local, half, conc)])
+                    rem = np.concatenate([rem, await timed(remote, half, conc)])
+                    rows.append((conc, loc, rem))
+                rounds.append(rows)
+                print(
+                    f"\nround {r + 1}: remote vs in-process decision on loopback "
+                    f"({os.cpu_count()} cores, {args.workers} service worker(s), "
+                    f"{args.requests} decisions per row)\n"
+                )
+                print_table(rows)
+            if args.rounds > 1:
+                summarize(rounds)
+            cpu0, client0 = service_cpu_seconds(proc.pid), time.process_time()
+            t0 = time.perf_counter()
             rate = await throughput(remote, args.seconds)
+            wall = time.perf_counter() - t0
+            cpu = service_cpu_seconds(proc.pid) - cpu0
+            client_cpu = time.process_time() - client0
             fallbacks = remote._fallback_counter  # none expected: the timeout is 1 s
-            print(
-                f"\nremote vs in-process decision on loopback ({os.cpu_count()} cores, "
-                f"{args.workers} service worker(s), {args.requests} decisions per row)\n"
-            )
-            print_table(rows)
+            done = rate * wall
             print(
                 f"\nservice throughput, 32 concurrent callers for {args.seconds:g} s: "
                 f"{rate:,.0f} decisions/s = {rate / args.workers:,.0f} per service worker "
                 "(the caller shares the cores)"
+            )
+            print(
+                f"service CPU per decision: {cpu / done * 1e3:.3f} ms = "
+                f"{done / cpu:,.0f} decisions per service CPU-second (one core); caller CPU "
+                f"per decision: {client_cpu / done * 1e3:.3f} ms"
             )
             samples = [s for m in fallbacks.collect() for s in m.samples] if fallbacks else []
             print(f"fallbacks during the run: {sum(s.value for s in samples):g}")

@@ -378,3 +378,22 @@ def test_every_router_gets_its_own_colour():
 
     for n in (3, 10, 13, 20):
         assert len(set(_colors(n))) == n
+
+
+def test_paired_aiq_difference_matches_the_report_and_brackets_it():
+    from routeiq.evaluation.paired import aiq_difference
+    from routeiq.evaluation.report import evaluate
+
+    rng = np.random.default_rng(0)
+    n, m = 400, 4
+    Q = (rng.random((n, m)) < np.linspace(0.4, 0.9, m)).astype(float)
+    C = np.tile(np.linspace(0.001, 0.01, m), (n, 1)) * rng.uniform(0.5, 1.5, (n, 1))
+    informed, noise = Q * 0.4 + rng.random((n, m)) * 0.6, rng.random((n, m))
+    report = evaluate(Q, C, {"a": (informed, C), "b": (noise, C)}).to_dict()["routers"]
+    diff, lo, hi = aiq_difference(Q, C, (informed, C), (noise, C), n_boot=50)
+    assert diff == pytest.approx(report["a"]["aiq"] - report["b"]["aiq"], abs=1e-12)
+    assert 0 < lo <= diff <= hi  # the informed router is better, and the interval says so
+    same = aiq_difference(Q, C, (noise, C), (noise, C), n_boot=20)
+    assert same == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        aiq_difference(Q, C, (noise, C), (noise, C), n_boot=5)

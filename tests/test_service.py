@@ -47,6 +47,7 @@ def service(artifact: Path, router: Any) -> Callable[..., Any]:
         settings: dict[str, Any] | None = None,
         tracer_provider: Any = None,
         max_body_bytes: int = 1 << 20,
+        fast: bool = True,
     ) -> tuple[httpx.AsyncClient, Any]:
         data = {"router": str(artifact), "lambda": 20.0, **(settings or {})}
         metrics = RouteIQMetrics(prometheus_client.CollectorRegistry())
@@ -54,6 +55,8 @@ def service(artifact: Path, router: Any) -> Callable[..., Any]:
             RouteIQSettings.model_validate(data), metrics=metrics, tracer_provider=tracer_provider
         )
         app = create_app(engine, BearerCheck(TOKEN), max_body_bytes=max_body_bytes)
+        if not fast:  # POST /v1/route through FastAPI's routing, as with its own telemetry on
+            app.route_fast = None  # type: ignore[attr-defined]
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
         made.append((client, engine))
         return client, engine
@@ -270,6 +273,99 @@ async def test_traceparent_makes_the_decision_span_a_child_of_the_caller(service
     assert first.attributes["routeiq.chosen.deployment"] == "strong"
     assert second.parent is None  # no traceparent: a root span
     assert format(second.context.trace_id, "032x") != trace_id
+
+
+async def test_the_fast_path_answers_as_the_framework_does(service):
+    """POST /v1/route is answered in front of FastAPI: every answer is the same bytes."""
+    big = json.dumps(body("x " * 5000)).encode()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    answers = []
+    for fast in (True, False):
+        client, _ = service({"allow_client_overrides": True}, max_body_bytes=4096, fast=fast)
+        got = []
+        async with client:
+            requests: list[dict[str, Any]] = [
+                {"json": body(CODE)},
+                {"json": body(CHAT, context={"tags": ["a"], "fields": {"task": "code"}})},
+                {"json": {"group": "chat", "candidates": CANDS}},  # the fallback rule
+                {"json": {**body(), "colour": "red"}},  # 422
+                {"content": b"{not json"},  # 422
+                {"json": body(excluded={"strong": "x", "cheap": "y"})},  # 409
+                {"json": body(override={"lambda": -3})},  # 400
+                {"json": body("x " * 5000)},  # 413 by content-length
+                {"content": chunked()},  # 413, no content-length
+                {"json": body(), "headers": {"authorization": "Bearer wrong-wrong-wrong"}},
+                {"json": body(), "headers": {}},  # 401
+            ]
+            for req in requests:
+                headers = req.pop("headers", AUTH)
+                resp = await client.post("/v1/route", headers=headers, **req)
+                data = resp.content
+                if resp.status_code == 200:
+                    data = json.dumps({**resp.json(), "id": None}).encode()  # ids differ
+                kept = ("content-type", "content-length", "www-authenticate")
+                got.append((resp.status_code, {k: resp.headers.get(k) for k in kept}, data))
+        answers.append(got)
+    fast_answers, framework_answers = answers
+    assert [a[0] for a in fast_answers] == [200, 200, 200, 422, 422, 409, 400, 413, 413, 401, 401]
+    for mine, theirs in zip(fast_answers, framework_answers, strict=True):
+        assert mine[0] == theirs[0] and mine[2] == theirs[2]
+        if mine[0] != 200:  # 200: orjson's bytes vs json's; the same decision (above)
+            assert mine[1] == theirs[1]
+
+
+async def test_fastapis_own_telemetry_takes_the_framework_path(service, monkeypatch):
+    """With FastAPI's own OpenTelemetry on, its HTTP span is kept: no fast path."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    client, _ = service()
+    app = client._transport.app  # type: ignore[attr-defined]
+    if not hasattr(app, "_telemetry"):
+        pytest.skip("this FastAPI has no telemetry of its own")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app._telemetry["tracer_provider"] = provider
+
+    async def never(*_: Any) -> None:
+        raise AssertionError("the fast path ran")
+
+    monkeypatch.setattr(app, "route_fast", never)
+    async with client:
+        resp = await client.post("/v1/route", json=body(), headers=AUTH)
+    assert resp.status_code == 200
+    assert resp.json()["chosen"] == "strong"
+    assert any("/v1/route" in span.name for span in exporter.get_finished_spans())
+
+
+def test_decision_json_is_the_standard_librarys():
+    from routeiq.decision.decision import CandidateRow, Decision
+    from routeiq.service import codec
+
+    rows = (
+        CandidateRow("strong", "gpt-4o", 0.8123456789, 0.0026, 0.76, 1.0, True, None, None, None),
+        CandidateRow("cheap", "gpt-4o-mini", 1 / 3, 3e-5, float("nan"), 0.0, False, "x", "a", "b"),
+    )
+    decision = Decision("strong", "gpt-4o", float("inf"), "learned", rows, id="d1", group="é")
+    data = decision.to_dict()
+    assert json.loads(codec.dumps_decision(data)) == json.loads(json.dumps(data))
+    assert decision_from_dict(codec.loads(codec.dumps_decision(data))) == decision_from_dict(data)
+    bad = Decision("strong", "gpt-4o", 1.0, "learned", (rows[0].__class__(
+        "strong", "gpt-4o", 0.5, 0.1, 0.4, float("nan"), True, None, None, None),))  # fmt: skip
+    with pytest.raises(ValueError):
+        codec.dumps_decision(bad.to_dict())  # as json.dumps(allow_nan=False): a 500
+    route = {**body(), "context": {"tags": ["é"], "fields": {"task": "code"}}}
+    assert json.loads(codec.dumps_route_body(route)) == route
+    nan_cost = body()
+    nan_cost["candidates"] = [{**CANDS[0], "cost": float("nan")}]
+    assert b"NaN" in codec.dumps_route_body(nan_cost)  # still the service's 422, not null
+    assert b"\\ud800" in codec.dumps_route_body(body("\ud800"))  # orjson refuses: json writes
 
 
 def test_checked_in_openapi_document_is_current():

@@ -13,12 +13,21 @@
 Every other path needs ``Authorization: Bearer <token>`` (401). Bodies over
 ``max_body_bytes`` get 413 before they are read whole; a body that does not validate gets
 422 naming the field. The caller's W3C ``traceparent`` becomes the decision span's parent.
+
+``POST /v1/route`` is the hot path: it is answered by a plain ASGI handler in front of the
+framework (:class:`_ServiceApp`) with the same checks and answers (token, 413, 422, the
+errors above), the body validated from the raw bytes and the decision written once as JSON.
+FastAPI's middleware stack, routing and response classes cost about as much per decision as
+the decision itself (``bench/remote_decision.py``). With FastAPI's own OpenTelemetry
+instrumentation on (a configured global tracer or meter provider) the request takes FastAPI's
+path instead, so its HTTP span is kept.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +37,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from routeiq.service.auth import BearerCheck
+from routeiq.service.codec import dumps_decision
 from routeiq.service.wire import FeedbackBody, RouteBody, identity_of, to_route_request
 from routeiq.serving.engine import DecisionEngine, NoCandidatesError
 from routeiq.serving.feedback import FeedbackError
@@ -38,7 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-_COMPACT = (",", ":")
+_ROUTE_PATH = "/v1/route"
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Any]
@@ -60,16 +70,11 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        auth = headers.get(b"authorization")
-        if not self.check.ok(None if auth is None else auth.decode("latin-1")):
-            bearer = {"www-authenticate": "Bearer"}
-            await _error(401, "Unauthorized", "missing or wrong bearer token", bearer)(
-                scope, receive, send
-            )
+        if not self.check.ok_raw(headers.get(b"authorization")):
+            await _unauthorized(scope, receive, send)
             return
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._too_large(scope, receive, send)
+        if _declared_too_large(headers.get(b"content-length"), self.limit):
+            await _too_large(self.limit, scope, receive, send)
             return
         seen, over = 0, False
 
@@ -87,20 +92,121 @@ class _Guard:
             if not over:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await self._too_large(scope, receive, send)
+                await _too_large(self.limit, scope, receive, send)
 
         try:
             await self.app(scope, limited, guarded_send)
         except _TooLarge:
-            await self._too_large(scope, receive, send)
-
-    async def _too_large(self, scope: Scope, receive: Any, send: Any) -> None:
-        msg = f"request body over the service limit of {self.limit:,} bytes"
-        await _error(413, "RequestTooLarge", msg)(scope, receive, send)
+            await _too_large(self.limit, scope, receive, send)
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _unauthorized(scope: Scope, receive: Any, send: Any) -> None:
+    bearer = {"www-authenticate": "Bearer"}
+    await _error(401, "Unauthorized", "missing or wrong bearer token", bearer)(scope, receive, send)
+
+
+async def _too_large(limit: int, scope: Scope, receive: Any, send: Any) -> None:
+    msg = f"request body over the service limit of {limit:,} bytes"
+    await _error(413, "RequestTooLarge", msg)(scope, receive, send)
+
+
+def _declared_too_large(length: bytes | None, limit: int) -> bool:
+    return length is not None and (not length.isdigit() or int(length) > limit)
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The whole body; _TooLarge past ``limit`` bytes (chunked uploads have no length)."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+RouteAnswer = Callable[[bytes, Any], Awaitable[Response]]
+
+
+class _ServiceApp(FastAPI):
+    """FastAPI, with ``POST /v1/route`` answered in front of the framework (the hot path)."""
+
+    route_fast: ASGIApp | None = None
+    _otel_checked_at = -math.inf
+    _otel_on = False
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:  # type: ignore[override]
+        fast = self.route_fast
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == _ROUTE_PATH
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and not self._instrumented()
+        ):
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _instrumented(self) -> bool:
+        """FastAPI's own OpenTelemetry middleware is on (recent FastAPI, a global provider).
+        Looked up at most once a second: a few microseconds a request otherwise."""
+        now = time.monotonic()
+        if now - self._otel_checked_at >= 1.0:
+            native = getattr(self, "_native_telemetry", None)
+            self._otel_on = native is not None and bool(native.enabled())
+            self._otel_checked_at = now
+        return self._otel_on
+
+
+def _route_fast(check: BearerCheck, limit: int, answer: RouteAnswer) -> ASGIApp:
+    """``POST /v1/route`` as a plain ASGI app: what _Guard and the endpoint do, in one step."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        auth = length = None
+        traced = False
+        for name, value in scope["headers"]:  # the last one wins, as with dict(headers)
+            if name == b"authorization":
+                auth = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"traceparent":
+                traced = True
+        if not check.ok_raw(auth):
+            await _unauthorized(scope, receive, send)
+            return
+        if _declared_too_large(length, limit):
+            await _too_large(limit, scope, receive, send)
+            return
+        try:
+            raw = await _read_body(receive, limit)
+        except _TooLarge:
+            await _too_large(limit, scope, receive, send)
+            return
+        except _Disconnected:
+            return  # nobody to answer
+        carrier = None
+        if traced:
+            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        response = await answer(raw, carrier)
+        await response(scope, receive, send)
+
+    return app
 
 
 def create_app(
@@ -122,12 +228,31 @@ def create_app(
         if on_shutdown is not None:
             on_shutdown()
 
-    app = FastAPI(
+    app = _ServiceApp(
         title="RouteIQ routing service",
         version="1",
         summary="Learned, cost-aware routing decisions for LiteLLM gateways",
         lifespan=lifespan,
     )
+
+    async def answer(raw: bytes, carrier: Any) -> Response:
+        """The answer to one ``POST /v1/route`` body (``carrier``: the trace headers)."""
+        # Validated from the raw bytes (pydantic's JSON parser), not FastAPI's body parameter.
+        try:
+            body = RouteBody.model_validate_json(raw)
+        except ValidationError as exc:
+            return _invalid(exc)
+        output_tokens = engine.group(body.group).estimated_output_tokens
+        routed = to_route_request(body, output_tokens, _parent_span(carrier))
+        try:
+            decision = await engine.decide(routed)
+        except NoCandidatesError as exc:
+            return _error(409, "NoCandidatesError", str(exc))
+        except OverrideError as exc:
+            return _error(400, "OverrideError", str(exc))
+        except GuardRefusal as exc:
+            return _error(exc.status_code, type(exc).__name__, str(exc))
+        return Response(dumps_decision(decision.to_dict()), media_type="application/json")
 
     @app.post(
         "/v1/route",
@@ -137,24 +262,9 @@ def create_app(
     async def route(request: Request) -> Response:
         """Decide among the candidates; the answer is the decision with every candidate's
         predicted quality, cost and utility."""
-        # Validated here from the raw bytes (pydantic's JSON parser): FastAPI's body
-        # parameter costs a few hundred microseconds more per decision.
-        try:
-            body = RouteBody.model_validate_json(await request.body())
-        except ValidationError as exc:
-            return _invalid(exc)
-        output_tokens = engine.group(body.group).estimated_output_tokens
-        routed = to_route_request(body, output_tokens, _parent_span(request))
-        try:
-            decision = await engine.decide(routed)
-        except NoCandidatesError as exc:
-            return _error(409, "NoCandidatesError", str(exc))
-        except OverrideError as exc:
-            return _error(400, "OverrideError", str(exc))
-        except GuardRefusal as exc:
-            return _error(exc.status_code, type(exc).__name__, str(exc))
-        content = json.dumps(decision.to_dict(), separators=_COMPACT, allow_nan=False)
-        return Response(content, media_type="application/json")
+        # Served by _route_fast; here when FastAPI's own instrumentation is on.
+        carrier = request.headers if "traceparent" in request.headers else None
+        return await answer(await request.body(), carrier)
 
     @app.post("/v1/feedback", responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 503: {}})
     async def feedback(body: FeedbackBody) -> Response:
@@ -191,6 +301,7 @@ def create_app(
         return Response(render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_Guard, check=check, max_body_bytes=max_body_bytes)
+    app.route_fast = _route_fast(check, max_body_bytes, answer)
     _document_bearer(app)
     return app
 
@@ -250,13 +361,13 @@ def _registry_text(engine: DecisionEngine) -> bytes:
     return generate_latest(engine.metrics.registry)
 
 
-def _parent_span(request: Request) -> Any:
-    """The caller's span from its ``traceparent`` header (None without one)."""
-    if "traceparent" not in request.headers:
+def _parent_span(carrier: Any) -> Any:
+    """The caller's span from the ``traceparent`` in ``carrier`` (the headers; None: none)."""
+    if carrier is None:
         return None
     try:
         from opentelemetry import propagate, trace
     except ImportError:
         return None
-    span = trace.get_current_span(propagate.extract(request.headers))
+    span = trace.get_current_span(propagate.extract(carrier))
     return span if span.get_span_context().is_valid else None

@@ -48,3 +48,7 @@ class BearerCheck:
     def ok(self, header: str | None) -> bool:
         given = (header or "").encode("latin-1", "replace")
         return hmac.compare_digest(given, self._expected)
+
+    def ok_raw(self, header: bytes | None) -> bool:
+        """:meth:`ok` on the header's raw bytes (ASGI headers are latin-1 bytes)."""
+        return hmac.compare_digest(header or b"", self._expected)

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from routeiq.service import codec
 from routeiq.service.breaker import Breaker
 from routeiq.service.settings import ServiceClientSettings
-
-_COMPACT = (",", ":")
 
 
 class ServiceUnavailable(Exception):
@@ -71,7 +69,7 @@ class ServiceClient:
     ) -> dict[str, Any]:
         """The service's decision (a dict); raises :class:`ServiceUnavailable` or
         :class:`ServiceRefusal`."""
-        payload = json.dumps(body, separators=_COMPACT).encode()
+        payload = codec.dumps_route_body(body)
         sent = {"authorization": self._auth, "content-type": "application/json", **(headers or {})}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
@@ -126,7 +124,7 @@ class ServiceClient:
             detail = f"{type(exc).__name__}: {exc}"[:200]
             raise ServiceUnavailable("connection", f"connection error: {detail}") from None
         try:
-            data = json.loads(raw)
+            data = codec.loads(raw)
         except ValueError:
             raise ServiceUnavailable("error", f"HTTP {status}: not JSON") from None
         if status == 200 and isinstance(data, dict) and "chosen" in data:
