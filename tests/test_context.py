@@ -171,6 +171,8 @@ def test_router_with_context_routes_by_team_and_round_trips(tmp_path):
     d_code = with_ctx.route(test.prompts[0], context={"team": "t-code"})
     d_chat = with_ctx.route(test.prompts[0], context={"team": "t-chat"})
     assert (d_code.chosen, d_chat.chosen) == ("coder", "chatter")
+    assert d_code.rule is not None and d_code.rule.endswith("; context: team")
+    assert "context" not in (with_ctx.route(test.prompts[0], context={"team": "t-new"}).rule or "")
     # A team never seen in training gets exactly the text-only prediction.
     new = with_ctx.score(test.prompts[0], [Candidate(m, m) for m in MODELS], {"team": "t-new"})
     plain = text_only.score(test.prompts[0], [Candidate(m, m) for m in MODELS])
@@ -288,7 +290,9 @@ async def test_engine_routes_on_the_verified_team_and_logs_the_context(tmp_path)
             # from here (the front end filters it: client_context)
             context={"task": "support"},
         )
-        chosen[team] = (await engine.decide(request)).chosen
+        decision = await engine.decide(request)
+        chosen[team] = decision.chosen
+        assert decision.rule is not None and decision.rule.endswith("; context: team")
     engine.close()
     assert chosen == {"t-code": "coder", "t-chat": "chatter"}
     records = [json.loads(line) for line in log.read_text().splitlines()]
@@ -378,6 +382,8 @@ def test_imputed_field_comes_from_the_text_and_a_given_value_wins(n_tasks, tmp_p
     x0[1] = 2.0  # reads as task t1 (an all-0.5 row would pick 0 on a tie)
     row = np.full(n_tasks, 0.5)
     assert model.apply_one(row, None, x0).argmax() == 1  # read from the text
+    assert model.describe(None) == "context: task (from the text)"
+    assert model.describe({"task": "t0"}) == "context: task"
     assert model.apply_one(row, {"task": "t0"}, x0).argmax() == 0  # the request says it
     assert np.array_equal(model.apply_one(row, None, None), row)  # no features: text only
     # round trip through the artifact state (arrays + JSON scalars)

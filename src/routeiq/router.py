@@ -23,7 +23,7 @@ from routeiq.decision.calibrate import (
 from routeiq.decision.choice import check_lambda
 from routeiq.decision.cost_model import CostModel
 from routeiq.decision.decision import Decision
-from routeiq.decision.rules import decide
+from routeiq.decision.rules import DEFAULT_RULE, decide
 from routeiq.decision.targets import Target, parse_target
 from routeiq.decision.unknown import ResolvedCandidates, resolve_candidates
 from routeiq.features.base import Featurizer, featurizer_digest
@@ -340,6 +340,9 @@ class LearnedRouter:
             raise ValueError("no candidates to route between")
         lam, rule = self.tradeoff(lam, target)
         resolved = self.score(text, candidates, context)
+        note = None if self.context is None else self.context.describe(context)
+        if note is not None:
+            rule = f"{rule or DEFAULT_RULE}; {note}"
         decision = decide(
             names=[c.name for c in candidates],
             models=[c.model for c in candidates],

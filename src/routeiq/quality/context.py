@@ -9,8 +9,8 @@ regression on the one-hot values with the penalty chosen by K-fold squared error
 field, exactly the task-lookup shrinkage). The text prediction then moves a request within
 its group: ``w * P_text + (1 - w) * table``, ``w`` fitted by least squares on *out-of-fold*
 text predictions (in-sample ones would claim the text explains everything). Measured on the
-shared data, text routers over-fit within-task noise: ``w`` is 0.1-0.4, and the blend beats
-both the text router and the task lookup.
+shared data, text routers over-fit within-task noise: ``w`` was 0.01-0.35 for ``knn`` and
+``cluster``, and the blend beats the text router on every family.
 
 A request with no value the table knows (a new team, an untagged call) gets exactly the text
 prediction, unless its field is in ``impute``: then a multinomial logistic regression on the
@@ -266,6 +266,12 @@ class ContextModel(Estimator):
             return predicted
         w = self.impute_weight_ if imputed else self.text_weight_
         return np.clip(_mix(w, predicted, table), 0.0, 1.0)
+
+    def describe(self, context: Context | None) -> str | None:
+        """What the decision used, for its rule: ``context: team, task (from the text)``."""
+        known = self.known(context)
+        imputed = [f"{f} (from the text)" for f in self.impute_fields_ if f not in known]
+        return "context: " + ", ".join(known + imputed) if known or imputed else None
 
     def known(self, context: Context | None) -> list[str]:
         """The fields of ``context`` whose value the table knows (for explanations)."""

@@ -336,6 +336,9 @@ class DecisionEngine:
         if budget is not None:
             lam = self.budgets.lam(budget_key, budget, lam, group.hold_budget)
             rule = f"budget<={budget:g} held online, lambda={lam:.4g}"
+        note = None if learned.context is None else learned.context.describe(ctx)
+        if note is not None:
+            rule = f"{rule or DEFAULT_RULE}; {note}"
         cost, allowed, why = resolved.cost, avail, None
         exploration: Exploration | None = group.exploration
         cached = [c.cached_cost for c in cands]
