@@ -2,6 +2,7 @@
 
     python bench/online_learning.py [--datasets ../shared/datasets] [--out results/online]
         [--seeds 10] [--quick-seeds 5] [--quality-model ensemble] [--lambda 20] [--img DIR]
+        [--online '{"adapt_split": true}']
 
 Trains each dataset's router once and streams it through every scenario of
 ``routeiq simulate`` (same code: :mod:`routeiq.cli.simulate`), writes each scenario's
@@ -14,6 +15,7 @@ kind) and streams the seven others.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -55,7 +57,7 @@ LLM_TRAIN = [
 
 def _run(name, scenario, stream, lam, seeds, requests, window, out, args, **extra) -> dict:
     explore = Exploration(mode="epsilon", epsilon=args.epsilon, margin=args.margin)
-    settings = OnlineSettings(enabled=True)
+    settings = OnlineSettings(enabled=True, **json.loads(args.online))
     budget = extra.get("budget")
     started = time.perf_counter()
     runs = [
@@ -259,6 +261,9 @@ def main() -> None:
     parser.add_argument("--lambda", dest="lam", type=float, default=20.0)
     parser.add_argument("--epsilon", type=float, default=0.05)
     parser.add_argument("--margin", type=float, default=0.05)
+    parser.add_argument(
+        "--online", default="{}", help='OnlineSettings overrides as JSON: {"adapt_split": true}'
+    )
     parser.add_argument("--only", choices=sorted(DATASETS), help="one dataset")
     parser.add_argument("--scenarios", default="warm,cold,shift,budget")
     parser.add_argument("--img", help="copy the warm/cold/shift/budget PNGs here (docs/img)")

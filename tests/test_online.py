@@ -108,6 +108,50 @@ def test_merged_worker_deltas_equal_one_learner_fed_everything_in_any_order(scal
         np.testing.assert_allclose(merged.coef_, one.coef_, rtol=1e-9, atol=1e-12)
 
 
+def test_grouped_scales_loosen_only_the_part_feedback_contradicts_and_merge_exactly():
+    # Every model's level is off by +0.4 (a new task); the context part explains nothing.
+    rng = np.random.default_rng(5)
+    obs = []
+    for _ in range(300):
+        m, z = int(rng.integers(M)), np.r_[1.0, rng.random(), rng.standard_normal(D - 2)]
+        obs.append((m, z, 0.4 + 0.5 * float(rng.standard_normal())))
+    scales, groups = (1.0, 0.1, 0.01), [0, 0, 1, 1]
+
+    def make(split: bool = True) -> OnlineQuality:
+        return OnlineQuality(
+            M, D, precision=100.0, pooled=None, noise=0.25, scales=scales,
+            groups=groups if split else None,
+        )  # fmt: skip
+
+    split, joint = make(), make(split=False)
+    assert split.scale_ == (1.0, 1.0) and len(split.candidates_) == 9
+    for m, z, r in obs:
+        split.partial_fit(m, z, r)
+        joint.partial_fit(m, z, r)
+    low_cal, low_ctx = split.scale_
+    assert low_cal < low_ctx  # the level gives way, the context stays shrunk
+    # The chosen pair has the highest evidence of all nine; one scale alone can do no better.
+    best = split.evidence(split.ridge_)
+    assert all(best >= split.evidence(split._scaled(c)) for c in split.candidates_)
+    assert best >= joint.evidence(joint.ridge_) - 1e-9
+    # Merged halves load to the same posterior and scales.
+    halves = [make(), make()]
+    for k, (m, z, r) in enumerate(obs):
+        halves[k % 2].partial_fit(m, z, r)
+    merged = make()
+    for h in halves:
+        merged.merge(h.state())
+    merged.load(merged.state())
+    same = make()
+    same.load(split.state())
+    assert merged.scale_ == same.scale_
+    np.testing.assert_allclose(merged.coef_, same.coef_, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="groups"):
+        OnlineQuality(M, D, groups=[0, 1])
+    with pytest.raises(ValueError, match="groups"):
+        OnlineQuality(M, D, groups=[0, -1, 0, 0])
+
+
 def test_load_rejects_wrong_shapes_missing_keys_and_non_finite_values():
     q = OnlineQuality(M, D)
     good = {k: np.zeros_like(v) for k, v in q.state().items()}
@@ -136,6 +180,16 @@ def test_warm_start_without_feedback_is_exactly_the_offline_prediction():
         assert np.array_equal(quality, learned)
         prior, z = ctx.row(1)
         assert prior == learned[1] and len(z) == online.n_features
+
+
+def test_adapt_split_gives_calibration_and_context_their_own_scale():
+    split, joint = _router(adapt_split=True), _router()
+    assert split.quality.n_groups == 2 and joint.quality.n_groups == 1
+    np.testing.assert_array_equal(split.quality.groups_, [0, 0] + [1] * (split.n_features - 2))
+    # The state's layout does not depend on it: shared state written either way loads.
+    for key, value in joint.state().items():
+        assert split.state()[key].shape == value.shape
+    split.load(joint.state())
 
 
 def test_learning_moves_a_models_quality_toward_what_was_observed():

@@ -20,7 +20,12 @@ per-model precision, and every ``adapt_every`` observations (or 10% more data, h
 they arrive: one by one, merged or loaded) the one with the highest evidence (marginal
 likelihood of the residuals, :meth:`~OnlineQuality.evidence`) is used. A prior that
 feedback confirms (the offline router in distribution) stays strong; one that feedback
-contradicts (a new task) gives way within a few hundred observations.
+contradicts (a new task) gives way within a few hundred observations. With ``groups`` each
+group of features gets its own scale (every combination is scored): the router puts the
+calibration part (intercept, slope on the prior) and the context part in separate groups,
+because a new task mostly moves each model's level, and one shared scale can only let that
+move by also loosening the many context coefficients, whose extra freedom the evidence
+penalises (so it waited for much more feedback).
 
 Pooling matters when the prior is off for every model at once (a new task, a cold start): the
 models that were not tried inherit the shared correction instead of keeping a stale, too
@@ -35,6 +40,7 @@ Written here on numpy: scikit-learn's ``BayesianRidge`` has no partial fit nor m
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Self
 
@@ -54,7 +60,8 @@ class OnlineQuality:
     """Posterior of each model's quality correction, updated one observation at a time.
 
     ``precision`` (per model) and ``pooled`` (shared; ``None``: no shared part) are prior
-    precisions of the coefficients, a number or one per feature.
+    precisions of the coefficients, a number or one per feature. ``groups`` (one integer per
+    feature; default: one group) gives each group its own empirical-Bayes scale.
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class OnlineQuality:
         noise: float = 0.1,
         scales: Sequence[float] = (1.0,),
         adapt_every: int = 25,
+        groups: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         if n_models < 1 or n_features < 1:
             raise ValueError("n_models and n_features must be >= 1")
@@ -80,8 +88,16 @@ class OnlineQuality:
         if not self.scales or min(self.scales) <= 0:
             raise ValueError("scales must be a non-empty sequence of numbers > 0")
         self.adapt_every = int(adapt_every)
-        self.scale_ = self.scales[0]
-        self.ridge_ = self.base_ridge_ * self.scale_
+        # Empirical Bayes groups: each group of features gets its own multiplier (scale_).
+        g = np.zeros(d, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+        if g.shape != (d,) or g.min() < 0:
+            raise ValueError(f"groups must be {d} non-negative integers")
+        _, self.groups_ = np.unique(g, return_inverse=True)
+        self.n_groups = int(self.groups_.max()) + 1
+        # Every combination of one scale per group (the first: every group at scales[0]).
+        self.candidates_ = list(itertools.product(self.scales, repeat=self.n_groups))
+        self.scale_ = self.candidates_[0]
+        self.ridge_ = self._scaled(self.scale_)
         self._adapted_at = 0.0
         self.pooled_ridge_ = (
             None if pooled is None else _as_precision(pooled, d, "pooled precision") * self.noise
@@ -144,8 +160,8 @@ class OnlineQuality:
                 return
         else:
             self._adapted_at = 0.0
-            self.scale_ = self.scales[0]
-            self.ridge_ = self.base_ridge_ * self.scale_
+            self.scale_ = self.candidates_[0]
+            self.ridge_ = self._scaled(self.scale_)
         self._refresh(np.arange(self.n_models))
 
     def _checked(self, state: Mapping[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
@@ -183,6 +199,9 @@ class OnlineQuality:
         resid = self.moment_ - self.gram_ @ self.shared_
         self.coef_ = self.shared_ + (self._inv @ resid[..., None])[..., 0]
 
+    def _scaled(self, scale: tuple[float, ...]) -> np.ndarray:
+        return self.base_ridge_ * np.asarray(scale)[self.groups_]
+
     def _adapt(self) -> bool:
         """Every ``adapt_every`` observations (or 10% more data), set the prior strength to
         the scale with the highest evidence (empirical Bayes); True when it re-solved all."""
@@ -192,9 +211,9 @@ class OnlineQuality:
         if len(self.scales) < 2 or abs(total - self._adapted_at) < every:
             return False
         self._adapted_at = total
-        scores = [self.evidence(self.base_ridge_ * v) for v in self.scales]
-        self.scale_ = self.scales[int(np.argmax(scores))]
-        self.ridge_ = self.base_ridge_ * self.scale_
+        scores = [self.evidence(self._scaled(c)) for c in self.candidates_]
+        self.scale_ = self.candidates_[int(np.argmax(scores))]
+        self.ridge_ = self._scaled(self.scale_)
         self._refresh(np.arange(self.n_models))
         return True
 
