@@ -395,3 +395,44 @@ def test_imputed_field_comes_from_the_text_and_a_given_value_wins(n_tasks, tmp_p
         ContextModel(["task"], impute=["task"]).fit(contexts, Y, P)
     with pytest.raises(ValueError, match="among the fields"):
         ContextModel(["task"], impute=["team"])
+
+
+def test_cli_train_learns_a_task_prior_when_the_data_names_tasks(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from routeiq.cli.main import app
+    from routeiq.data.records import dataset_to_records
+
+    data = tasky_data().split("train")
+    data = RoutingDataset(**{**vars(data), "tasks": [c["team"] for c in data.contexts]})
+    path = tmp_path / "d.jsonl"
+    write_records(path, dataset_to_records(data))
+    runner = CliRunner()
+    base = ["train", "--data", str(path), "--router", "constant"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "auto")])
+    assert res.exit_code == 0 and "context task" in res.output, res.output
+    auto = LearnedRouter.load(tmp_path / "auto")
+    assert auto.context is not None and auto.context.impute == ["task"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "none"), "--context", "none"])
+    assert res.exit_code == 0, res.output
+    assert LearnedRouter.load(tmp_path / "none").context is None
+
+
+def test_blend_weight_is_chosen_for_aiq_on_full_labels_and_by_least_squares_otherwise():
+    from routeiq.quality.context import WEIGHTS
+
+    rng = np.random.default_rng(5)
+    n = 500
+    teams = rng.choice(["a", "b"], n)
+    Y = (rng.random((n, 2)) < np.where(teams[:, None] == "a", [0.9, 0.3], [0.3, 0.9])) * 1.0
+    P = Y * 0.3 + rng.random((n, 2)) * 0.7  # some signal, mostly noise
+    cost = np.tile([0.001, 0.002], (n, 1))
+    contexts = [{"team": t} for t in teams]
+    by_aiq = ContextModel(["team"]).fit(contexts, Y, P, cost=cost)
+    by_lsq = ContextModel(["team"]).fit(contexts, Y, P)
+    assert by_aiq.text_weight_ in WEIGHTS
+    assert by_lsq.text_weight_ not in WEIGHTS  # a least-squares fit, not a grid point
+    logged = Y.copy()
+    logged[np.arange(n), rng.integers(0, 2, n)] = np.nan  # one model observed per row
+    partial_fit = ContextModel(["team"]).fit(contexts, logged, P, cost=cost)
+    assert partial_fit.text_weight_ not in WEIGHTS  # no AIQ without full labels

@@ -164,7 +164,9 @@ class LearnedRouter:
         its out-of-fold blend (what serving does)."""
         assert self.context is not None
         cal = self.calibration_
-        self.context.fit(data.context_rows(), cal["true_quality"], cal["predicted_quality"], X)
+        self.context.fit(
+            data.context_rows(), cal["true_quality"], cal["predicted_quality"], X, cal["cost"]
+        )
         cal["predicted_quality"] = self.context.oof_predictions
 
     @property

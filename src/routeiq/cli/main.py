@@ -73,10 +73,19 @@ def train(
             "with log_prompt: features).",
         ),
     ] = None,
-    context: ContextOpt = "",
+    context: Annotated[
+        str,
+        typer.Option(
+            "--context",
+            help="Request-context fields to learn from besides the text (comma-separated; the "
+            "gateway fills tags, team, key_alias, key, user, system; a task is also read from "
+            "the text when a request names none), 'none', or 'auto': the task when the data "
+            "names tasks.",
+        ),
+    ] = "auto",
 ) -> None:
     """Train a router and write it as a verified artifact directory."""
-    from routeiq.evaluation.runner import build_router
+    from routeiq.evaluation.runner import build_router, context_model, default_context
     from routeiq.router import LearnedRouter
 
     with user_errors():
@@ -87,15 +96,19 @@ def train(
         if featurizer_from is not None:
             feat = LearnedRouter.load(featurizer_from).featurizer
             featurizer = f"{feat.name} from {featurizer_from}"
-        learned = build_router(feat, router, lam=lam or 0.0, target=target, context=context)
+        fields = () if context in ("auto", "none") else check_fields(context)
+        learned = build_router(feat, router, lam=lam or 0.0, target=target, context=fields)
         dataset = _load(data, prices)
         if split or dataset.splits:
             dataset = dataset.split(split or "train")
+        if context == "auto":
+            learned.context = context_model(default_context(dataset))
         with console.status(f"training {router} on {len(dataset)} prompts"):
             learned.fit(dataset, fit_featurizer=featurizer_from is None)
             digest = learned.save(out)
+    ctx = "" if learned.context is None else f", context {','.join(learned.context.fields)}"
     console.print(
-        f"wrote [bold]{out}[/] ({router} on {featurizer}, {len(dataset)} prompts, "
+        f"wrote [bold]{out}[/] ({router} on {featurizer}{ctx}, {len(dataset)} prompts, "
         f"lambda={learned.lam:.4g}, digest {digest[:12]})"
     )
     if learned.target is not None:

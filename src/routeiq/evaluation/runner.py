@@ -45,9 +45,23 @@ def build_router(
     """A LearnedRouter from registry names with default (cross-validated) parameters;
     ``context`` names the request-context fields it learns from (none: text only)."""
     feat = make_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
-    fields = check_fields(context)
-    ctx = ContextModel(fields) if fields else None
+    ctx = context_model(context)
     return LearnedRouter(feat, make_quality_model(router), lam=lam, target=target, context=ctx)
+
+
+def context_model(fields: Sequence[str]) -> ContextModel | None:
+    """The context model for ``fields`` (None for none). A ``task`` is also read from the
+    text when a request does not name one: gateway traffic rarely does, and the text says it."""
+    names = check_fields(fields)
+    if not names:
+        return None
+    return ContextModel(names, impute=["task"] if "task" in names else [])
+
+
+def default_context(dataset: RoutingDataset) -> tuple[str, ...]:
+    """``routeiq train``'s context when none is asked for: the task, when the data names
+    more than one (a task prior that serving reads from the text), else none."""
+    return ("task",) if len(set(dataset.tasks)) > 1 else ()
 
 
 def train_test(dataset: RoutingDataset) -> tuple[RoutingDataset, RoutingDataset]:
