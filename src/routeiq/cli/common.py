@@ -70,14 +70,6 @@ LogOpt = Annotated[
     ),
 ]
 FeatOpt = Annotated[str, typer.Option("--featurizer", help="lexical | minilm")]
-ContextOpt = Annotated[
-    str,
-    typer.Option(
-        "--context",
-        help="Comma-separated request-context fields to learn from besides the text, e.g. "
-        "'task' (the gateway fills tags, team, key_alias, key, user, system). Default: none.",
-    ),
-]
 
 
 def _is_stream(source: str | None) -> bool:

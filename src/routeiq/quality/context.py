@@ -12,7 +12,8 @@ its group: ``w * P_text + (1 - w) * table``, ``w`` chosen on *out-of-fold* text 
 training row is fully labelled (benchmarks; given ``cost``), else by least squares (logged
 traffic, one model observed per row). Measured on the shared data, text routers over-fit
 within-task noise: least squares gave ``ensemble`` w = 0.84 on RouterBench, below the task
-lookup; chosen for AIQ, w <= 0.5.
+lookup; chosen for AIQ, the weight leaves the text out for most families on LLMRouter (their
+rows equal the table's alone in ``bench/results-context.md``).
 
 A request with no value the table knows (a new team, an untagged call) gets exactly the text
 prediction, unless its field is in ``impute``: then a multinomial logistic regression on the
@@ -259,14 +260,16 @@ class ContextModel(Estimator):
         """(m,) prediction for one request: row sums, no numpy gather (keeps the GIL)."""
         self._check_fitted("weights_")
         table, real, imputed = self._base, False, False
-        for j in self._known_keys(context, self.fields):
+        known = self._known_keys(context, self.fields)
+        for j in known:
             table, real = table + self._rows[j], True
         if features is not None and self._imputers:
+            read = {self.key_fields_[j] for j in known}
             x = np.asarray(features, dtype=np.float64).reshape(-1)
             for name, (coef, bias, effects) in zip(
                 self.impute_fields_, self._imputers, strict=True
             ):
-                if self._known_keys(context, (name,)):
+                if name in read:
                     continue  # the request says it: read, not predicted
                 logits = x @ coef + bias
                 p = np.exp(logits - logits.max())
@@ -285,7 +288,8 @@ class ContextModel(Estimator):
     def known(self, context: Context | None) -> list[str]:
         """The fields of ``context`` whose value the table knows (for explanations)."""
         self._check_fitted("weights_")
-        return [name for name in self.fields if self._known_keys(context, (name,))]
+        read = {self.key_fields_[j] for j in self._known_keys(context, self.fields)}
+        return [name for name in self.fields if name in read]
 
 
 def _label(rows: list[int]) -> int:

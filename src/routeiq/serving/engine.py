@@ -141,7 +141,8 @@ class DecisionEngine:
         group, variant = self.arms.arm(self.group(request.group), request, decision_id)
         with self.tracer.decision_span(group.name, request.parent_span) as span:
             try:
-                ctx = request.routing_context()
+                # The context is read only where it is used: the log, or a router that learned it.
+                ctx = request.routing_context() if self.decision_log is not None else None
                 decision, text, context, online = await self._decide(
                     group, request, decision_id, ctx
                 )
@@ -244,7 +245,11 @@ class DecisionEngine:
     # -- the rule ----------------------------------------------------------------------------
 
     async def _decide(
-        self, group: ResolvedGroup, request: RouteRequest, decision_id: str, ctx: Mapping[str, Any]
+        self,
+        group: ResolvedGroup,
+        request: RouteRequest,
+        decision_id: str,
+        ctx: Mapping[str, Any] | None,
     ) -> tuple[Decision, str | None, dict[str, Any], tuple[str, OnlineContext] | None]:
         """The decision, the routing text (for the log), serving fields to set on it, and the
         online router's context (its key and features) when one corrected the prediction."""
@@ -285,7 +290,7 @@ class DecisionEngine:
         tradeoff: Tradeoff,
         avail: list[bool],
         decision_id: str,
-        ctx: Mapping[str, Any],
+        ctx: Mapping[str, Any] | None,
     ) -> tuple[Decision, str | None, str | None, tuple[str, OnlineContext] | None]:
         """The learned rule, or the fallback rule; with the text, the router's digest and the
         online context."""
@@ -311,6 +316,10 @@ class DecisionEngine:
             reason = f"prompt too long: {len(text):,} characters > max_prompt_chars {limit:,}"
             return fallback(reason), text, None, None
         learned = self.registry.for_group(group)
+        if learned.context is None:
+            ctx = None
+        elif ctx is None:
+            ctx = request.routing_context()
         online_key, online = self.learning.online_for(group, learned)
         tail = text[-self.settings.featurize_chars :]
         sticky = self.settings.sticky
@@ -336,7 +345,7 @@ class DecisionEngine:
         if budget is not None:
             lam = self.budgets.lam(budget_key, budget, lam, group.hold_budget)
             rule = f"budget<={budget:g} held online, lambda={lam:.4g}"
-        note = None if learned.context is None else learned.context.describe(ctx)
+        note = None if ctx is None or learned.context is None else learned.context.describe(ctx)
         if note is not None:
             rule = f"{rule or DEFAULT_RULE}; {note}"
         cost, allowed, why = resolved.cost, avail, None
